@@ -40,6 +40,12 @@ stage_types() {
 stage_sanity() {
   log "ansible-test sanity"
   (cd "$collection" && ansible-test sanity --local --python "$python_version" --color no)
+  # Modules run on managed nodes' own python3 (3.9+): compile and import them on every such Python here.
+  # ansible-test finds interpreters on PATH only (pyenv shims fail), so the real bin directories go first.
+  local pythons
+  pythons=$(ls -d "$HOME"/.pyenv/versions/3.{9,10,11,12,13}.*/bin 2>/dev/null | tr '\n' ':')
+  log "ansible-test sanity compile/import on ${pythons:-no extra Pythons}"
+  (cd "$collection" && PATH="$venv/bin:$pythons$PATH" ansible-test sanity --local --test compile --test import --color no)
 }
 
 stage_units() {

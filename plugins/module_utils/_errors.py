@@ -1,0 +1,49 @@
+# Copyright: immutable.root contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Exception types shared by every module: main() turns them into fail_json()."""
+
+from __future__ import annotations
+
+import typing as t
+
+
+class ImmutableRootError(Exception):
+    """A failure a module reports to the user; carries command details when a command failed."""
+
+    def __init__(
+        self,
+        msg: str,
+        cmd: t.Sequence[str] | None = None,
+        rc: int | None = None,
+        stdout: str = "",
+        stderr: str = "",
+    ) -> None:
+        super().__init__(msg)
+        self.msg = msg
+        self.cmd = list(cmd) if cmd is not None else None
+        self.rc = rc
+        self.stdout = stdout
+        self.stderr = stderr
+
+    def details(self) -> dict[str, t.Any]:
+        """Keyword arguments for fail_json besides msg."""
+        if self.cmd is None:
+            return {}
+        return {"cmd": self.cmd, "rc": self.rc, "stdout": self.stdout, "stderr": self.stderr}
+
+
+class ParameterError(ImmutableRootError):
+    """Bad input: raised before anything on the system is touched."""
+
+    def __init__(self, param: str, problem: str) -> None:
+        super().__init__("%s: %s" % (param, problem))
+        self.param = param
+
+
+class CommandError(ImmutableRootError):
+    """A command exited non-zero (or could not be started)."""
+
+
+class MountError(ImmutableRootError):
+    """A mount operation failed or its result is not what was asked for."""
