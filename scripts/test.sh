@@ -42,8 +42,10 @@ stage_sanity() {
   (cd "$collection" && ansible-test sanity --local --python "$python_version" --color no)
   # Modules run on managed nodes' own python3 (3.9+): compile and import them on every such Python here.
   # ansible-test finds interpreters on PATH only (pyenv shims fail), so the real bin directories go first.
-  local pythons
-  pythons=$(ls -d "$HOME"/.pyenv/versions/3.{9,10,11,12,13}.*/bin 2>/dev/null | tr '\n' ':')
+  local pythons="" bin
+  for bin in "$HOME"/.pyenv/versions/3.{9,10,11,12,13}.*/bin; do
+    [ -d "$bin" ] && pythons="$pythons$bin:"
+  done
   log "ansible-test sanity compile/import on ${pythons:-no extra Pythons}"
   (cd "$collection" && PATH="$venv/bin:$pythons$PATH" ansible-test sanity --local --test compile --test import --color no)
 }
