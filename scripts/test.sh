@@ -51,8 +51,10 @@ stage_sanity() {
 }
 
 stage_units() {
-  log "ansible-test units"
-  (cd "$collection" && ansible-test units --local --python "$python_version" --color no)
+  log "ansible-test units (with branch coverage of the pure code)"
+  (cd "$collection" && \
+    ansible-test units --local --python "$python_version" --color no --coverage && \
+    ansible-test coverage report --include 'plugins/module_utils/*' --show-missing --color no)
 }
 
 stage_pytest() {

@@ -216,6 +216,11 @@ def persistence_warnings(request: Request, observed: Observed) -> list[str]:
     return warnings
 
 
+def writer_warnings(writers: t.Sequence[t.Mapping[str, t.Any]]) -> list[str]:
+    return ["%s (pid %d) holds %s open for writing; the lock does not stop writes through that descriptor"
+            % (writer["command"], writer["pid"], writer["file"]) for writer in writers]
+
+
 def mount_state(path: str, layers: t.Sequence[Layer]) -> dict[str, t.Any]:
     """The `mount` result: the top mount on path and how many layers are stacked there."""
     top = layers[-1].mount if layers else None

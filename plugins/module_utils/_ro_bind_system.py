@@ -55,16 +55,42 @@ def observe(request: Request) -> Observed:
     )
 
 
-def other_namespace_warning() -> str | None:
+def open_writers(path: str) -> list[dict[str, t.Any]]:
+    """Processes holding a file under path open for writing: a read-only bind does not stop writes through
+    descriptors opened before it (the check is best effort; processes that vanish meanwhile are skipped)."""
+    writers = []
+    for pid in sorted((entry for entry in os.listdir("/proc") if entry.isdigit()), key=int):
+        fd_dir = "/proc/%s/fd" % pid
+        try:
+            descriptors = os.listdir(fd_dir)
+        except OSError:
+            continue
+        for fd in descriptors:
+            try:
+                target = os.readlink("%s/%s" % (fd_dir, fd))
+                if target != path and not target.startswith(path.rstrip("/") + "/"):
+                    continue
+                with open("/proc/%s/fdinfo/%s" % (pid, fd), encoding="ascii") as handle:
+                    flags = next(line.split()[1] for line in handle if line.startswith("flags:"))
+                with open("/proc/%s/comm" % pid, encoding="utf-8", errors="replace") as handle:
+                    command = handle.read().strip()
+            except (OSError, StopIteration):
+                continue
+            if int(flags, 8) & os.O_ACCMODE in (os.O_WRONLY, os.O_RDWR):
+                writers.append({"pid": int(pid), "command": command, "file": target})
+    return writers
+
+
+def namespace_warnings() -> list[str]:
     """Mounts made outside PID 1's mount namespace are invisible to the rest of the system."""
     try:
         ours, init = os.readlink("/proc/self/ns/mnt"), os.readlink("/proc/1/ns/mnt")
     except OSError:
-        return None
+        return []
     if ours == init:
-        return None
-    return ("this process runs in mount namespace %s, PID 1 in %s: the self-bind is visible only inside this "
-            "namespace" % (ours, init))
+        return []
+    return ["this process runs in mount namespace %s, PID 1 in %s: the self-bind is visible only inside this "
+            "namespace" % (ours, init)]
 
 
 class Executor:

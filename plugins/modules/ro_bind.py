@@ -76,7 +76,8 @@ options:
     type: path
     default: /etc/systemd/system
 notes:
-  - Files opened for writing before the lock stay writable through their open file descriptors.
+  - Files opened for writing before the lock stay writable through their open file descriptors; such processes
+    are returned in RV(open_writers) and warned about.
   - The lock lives in the mount namespace the module runs in; a warning says so when that is not PID 1's.
 seealso:
   - module: ansible.posix.mount
@@ -172,6 +173,17 @@ method:
   returned: always
   type: str
   sample: mount_api
+open_writers:
+  description:
+    - Processes that held a file under O(path) open for writing when the module ran with O(state=present).
+      The lock does not stop writes through descriptors opened before it; each one is also reported as a warning.
+  returned: always
+  type: list
+  elements: dict
+  sample:
+    - pid: 4242
+      command: pacman
+      file: /var/lib/pacman/db.lck
 """
 
 import os
@@ -183,10 +195,10 @@ from ansible_collections.immutable.root.plugins.module_utils._errors import Immu
 from ansible_collections.immutable.root.plugins.module_utils._paths import validate_path
 from ansible_collections.immutable.root.plugins.module_utils._ro_bind import (
     Request, mount_state, persistence_state, persistence_warnings, plan_ro_bind, predict_mount_state,
-    predict_persistence_state,
+    predict_persistence_state, writer_warnings,
 )
 from ansible_collections.immutable.root.plugins.module_utils._ro_bind_system import (
-    Executor, observe, other_namespace_warning,
+    Executor, namespace_warnings, observe, open_writers,
 )
 from ansible_collections.immutable.root.plugins.module_utils._runner import Runner
 
@@ -222,9 +234,9 @@ def main() -> None:
         request = build_request(module.params)
         before = observe(request)
         plan = plan_ro_bind(request, before)
-        for warning in persistence_warnings(request, before) + [other_namespace_warning() or ""]:
-            if warning:
-                module.warn(warning)
+        writers = open_writers(request.path) if request.state == "present" else []
+        for warning in persistence_warnings(request, before) + writer_warnings(writers) + namespace_warnings():
+            module.warn(warning)
         if plan and not module.check_mode:
             executor = Executor(Runner(module), request, module.params["method"])
             executor.run()
@@ -247,7 +259,8 @@ def main() -> None:
         module.fail_json(msg="%s: %s" % (type(exc).__name__, exc), actions=completed)
 
     done = executor.done if executor else plan
-    result = dict(changed=bool(done), actions=as_dicts(done), mount=mount, method=executor.method if executor else None)
+    result = dict(changed=bool(done), actions=as_dicts(done), mount=mount, method=executor.method if executor else None,
+                  open_writers=writers)
     if module._diff:
         before_state = dict(mount=mount_state(request.path, before.layers))
         before_state.update(persistence_state(request, before.fstab_entries, before.unit_text))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import subprocess
 
 import pytest
 
@@ -49,6 +50,11 @@ def test_lock_blocks_pacman_and_keeps_the_database_bytes(ns: MountNamespace, pac
     assert apply["mount"]["layers"] == 0 and stack(ns, path) == ()
     ns.run(pacman_argv(pacman_tree, "-U", str(packages["second"])))
     assert (pacman_tree / "usr/share/second-immutable/data").is_file()
+
+
+def test_ad_hoc_as_users_type_it(ns: MountNamespace, tmp_path: pathlib.Path) -> None:
+    result = ansible_module(ns, "ro_bind", "path=%s state=present" % tmp_path)
+    assert result["changed"] and result["mount"]["read_only"] and describe(ns, str(tmp_path))[-1][2] is True
 
 
 @pytest.mark.parametrize("shared", [False, True], ids=["private-parent", "shared-parent"])
@@ -209,3 +215,25 @@ def test_foreign_mount_is_never_touched(ns: MountNamespace, tmp_path: pathlib.Pa
     before = ns.mountinfo()
     result = ansible_module(ns, "ro_bind", {"path": path, "state": "absent"})
     assert result.get("failed") and "foreign mount on top" in result["msg"] and ns.mountinfo() == before
+
+
+def test_open_writers_are_reported(ns: MountNamespace, tmp_path: pathlib.Path) -> None:
+    path = str(tmp_path / "db")
+    os.mkdir(path)
+    # A writer that opened its file before the lock, like a pacman transaction in progress.
+    script = "exec 3>%s/db.lck; echo started; read line; echo late >&3" % path
+    writer = subprocess.Popen(ns.prefix() + ["sh", "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert writer.stdout is not None and writer.stdout.readline().strip() == "started"
+        result = ansible_module(ns, "ro_bind", {"path": path})
+        assert result["changed"] and [entry["file"] for entry in result["open_writers"]] == [path + "/db.lck"]
+        assert any("open for writing" in warning for warning in result.get("warnings", []))
+        writer.communicate("go\n", timeout=30)
+        assert writer.returncode == 0
+        assert (tmp_path / "db" / "db.lck").read_text() == "late\n", "the old descriptor still writes: documented"
+        assert ansible_module(ns, "ro_bind", {"path": path})["open_writers"] == []
+    finally:
+        if writer.poll() is None:
+            writer.kill()
+            writer.wait()

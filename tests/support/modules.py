@@ -48,11 +48,14 @@ def _ansible_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def ansible_module(ns: MountNamespace | None, module: str, args: dict[str, t.Any], check: bool = False,
+def ansible_module(ns: MountNamespace | None, module: str, args: dict[str, t.Any] | str, check: bool = False,
                    diff: bool = False, env: dict[str, str] | None = None) -> dict[str, t.Any]:
-    """Run immutable.root.<module> with ansible ad hoc on localhost (inside ns) and return its result."""
+    """Run immutable.root.<module> with ansible ad hoc on localhost (inside ns) and return its result.
+
+    args is a dict (sent as JSON) or the key=value string a user would type after -a.
+    """
     argv = [str(VENV_BIN / "ansible"), "localhost", "-c", "local", "-m", "immutable.root." + module,
-            "-a", json.dumps(args)]
+            "-a", args if isinstance(args, str) else json.dumps(args)]
     if check:
         argv.append("--check")
     if diff:

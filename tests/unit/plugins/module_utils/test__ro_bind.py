@@ -14,8 +14,8 @@ from ansible_collections.immutable.root.plugins.module_utils._errors import Moun
 from ansible_collections.immutable.root.plugins.module_utils._fstab import parse_fstab
 from ansible_collections.immutable.root.plugins.module_utils._mountinfo import MountEntry, parse_mountinfo
 from ansible_collections.immutable.root.plugins.module_utils._ro_bind import (
-    Observed, Request, classify_layers, desired_fstab_line, fstab_text, mount_state, persistence_warnings,
-    plan_ro_bind, predict_mount_state, unit_text,
+    Observed, Request, classify_layers, desired_fstab_line, fstab_text, mount_state, persistence_state,
+    persistence_warnings, plan_ro_bind, predict_mount_state, predict_persistence_state, unit_text, writer_warnings,
 )
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
@@ -190,3 +190,28 @@ def test_prediction_for_collapse_and_unlock() -> None:
 
 def test_mount_state_of_nothing() -> None:
     assert mount_state(P, ())["layers"] == 0 and mount_state(P, ())["propagation"] is None
+
+
+def test_writer_warnings_name_process_and_file() -> None:
+    assert writer_warnings([{"pid": 7, "command": "pacman", "file": P + "/db.lck"}]) == [
+        "pacman (pid 7) holds /srv/db/db.lck open for writing; the lock does not stop writes through that descriptor"]
+
+
+def test_persistence_state_and_prediction() -> None:
+    fstab_entries = observed(fstab=FSTAB_OURS * 2).fstab_entries
+    assert persistence_state(request("present", "fstab"), fstab_entries[:1], None) == {"fstab_entry": FSTAB_OURS.strip()}
+    assert persistence_state(request("present", "fstab"), fstab_entries, None) == {
+        "fstab_entry": [FSTAB_OURS.strip()] * 2}
+    assert persistence_state(request("present", "fstab"), (), None) == {"fstab_entry": None}
+    assert persistence_state(request("present", "systemd"), (), UNIT) == {"unit": UNIT}
+    assert persistence_state(request("present"), fstab_entries, UNIT) == {}
+    assert predict_persistence_state(request("present", "fstab")) == {"fstab_entry": desired_fstab_line(P)}
+    assert predict_persistence_state(request("absent", "fstab")) == {"fstab_entry": None}
+    assert predict_persistence_state(request("present", "systemd")) == {"unit": UNIT}
+    assert predict_persistence_state(request("absent", "systemd")) == {"unit": None}
+    assert predict_persistence_state(request("absent")) == {}
+
+
+def test_prediction_without_any_mount_information() -> None:
+    empty = Observed((), None, (), None, False, False)
+    assert predict_mount_state(request(), empty)["layers"] == 0
