@@ -243,8 +243,10 @@ def main() -> None:
             after = observe(request)
             remaining = plan_ro_bind(request, after)
             if remaining:
-                raise ImmutableRootError("verification failed: after the run %s still needs: %s" % (
-                    request.path, "; ".join("%s %s" % (action.action, action.detail) for action in remaining)))
+                module.fail_json(
+                    msg="verification failed: after the run %s still needs: %s" % (
+                        request.path, "; ".join("%s %s" % (action.action, action.detail) for action in remaining)),
+                    actions=as_dicts(executor.done), mount=mount_state(request.path, after.layers))
             mount, persisted = mount_state(request.path, after.layers), persistence_state(
                 request, after.fstab_entries, after.unit_text)
         elif plan:
