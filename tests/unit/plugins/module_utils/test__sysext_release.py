@@ -152,3 +152,9 @@ def test_names(name: str, systemd_valid: bool, module_ok: bool) -> None:
                                              ("t", True), ("maybe", None), ("", None)])
 def test_parse_boolean(value: str, expected: bool | None) -> None:
     assert parse_boolean(value) is expected
+
+
+def test_host_release_from_os_release_pairs() -> None:
+    assert HostRelease.from_pairs({"ID": "arch", "NAME": "Arch Linux"}) == HostRelease("arch")
+    assert HostRelease.from_pairs({"ID": "debian", "VERSION_ID": "12", "SYSEXT_LEVEL": "1"}) == HostRelease(
+        "debian", "12", "1")
