@@ -141,7 +141,7 @@ def check_conflicts(runner: Runner, owners: t.Mapping[str, t.Sequence[tuple[str,
     workdir = tempfile.mkdtemp(prefix="immutable-root-sysext-conflicts-")
     try:
         located: dict[tuple[str, str], str] = {}
-        for number, source in enumerate(sorted({source for sources in shared.values() for source, _ in sources})):
+        for number, source in enumerate(sorted({owner for sources in shared.values() for owner, _member in sources})):
             members = [member for sources in shared.values() for owner, member in sources if owner == source]
             if os.path.isdir(source):
                 located.update(((source, member), os.path.join(source, member)) for member in members)

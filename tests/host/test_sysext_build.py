@@ -137,8 +137,8 @@ def test_makepkg_package_to_extension_to_binary_in_a_minbase_chroot(
 
 @pytest.mark.parametrize("image_format", ["directory", "squashfs", "erofs"])
 def test_formats_are_idempotent_reproducible_and_mergeable(sxns: MountNamespace, root: pathlib.Path,
-                                                          tmp_path: pathlib.Path, image_format: str,
-                                                          packages: dict[str, pathlib.Path]) -> None:
+                                                           tmp_path: pathlib.Path, image_format: str,
+                                                           packages: dict[str, pathlib.Path]) -> None:
     args = {"root": str(root), "name": "both", "format": image_format,
             "sources": [str(source_tree(tmp_path / "src")), str(packages["hello"])]}
     before = manifest(root)

@@ -82,8 +82,8 @@ def test_directory_squashfs_erofs_four_steps_layer_order_diff_and_exact_unmerge(
 
     check, apply, again, check_again = four_step(sxns, "sysext_merge", {"root": str(root)})
 
-    assert check["actions"] == apply["actions"] == [{"action": "merge", "target": str(root),
-                                                      "detail": "a, b, c9, c10 into /usr, /opt (top layer: c10)"}]
+    merge_action = {"action": "merge", "target": str(root), "detail": "a, b, c9, c10 into /usr, /opt (top layer: c10)"}
+    assert check["actions"] == apply["actions"] == [merge_action]
     assert check["layer_order"] == apply["layer_order"] == ["c10", "c9", "b", "a"]
     assert overlay_lowerdirs(sxns, root, "usr") == ["c10", "c9", "b", "a"], "the kernel's stack is the predicted one"
     assert overlay_lowerdirs(sxns, root, "opt") == ["b"], "only b ships /opt; the name list is still complete"
