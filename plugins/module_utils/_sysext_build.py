@@ -35,6 +35,13 @@ COMPRESSION = {
     "erofs": ("lz4hc", ("lz4", "lz4hc", "none")),
     "directory": ("none", ("none",)),
 }
+# (format, compression) -> (lowest, highest, default level; None keeps the tool's default). mksquashfs's own
+# zstd default, level 15, took 17 times as long as level 3 on 50 MB of package content for a 10% smaller image.
+COMPRESSION_LEVELS = {
+    ("squashfs", "zstd"): (1, 22, 3),
+    ("squashfs", "gzip"): (1, 9, None),
+    ("erofs", "lz4hc"): (0, 12, None),
+}
 
 # os-release(5) fields plus the ones systemd reads from extension-release files; anything else is a typo.
 RELEASE_KEYS = frozenset((
@@ -63,6 +70,7 @@ class BuildRequest:
     hierarchies: tuple[str, ...]
     release: t.Mapping[str, str | None]  # the user's fields; None removes a default
     compression: str
+    compression_level: int | None = None
 
 
 @dataclass(frozen=True)
@@ -107,6 +115,22 @@ def validate_compression(image_format: str, compression: str | None) -> str:
         raise ParameterError("compression", "%r is not available for format %s; choose one of %s"
                              % (compression, image_format, ", ".join(allowed)))
     return compression
+
+
+def validate_compression_level(image_format: str, compression: str, level: int | None) -> int | None:
+    bounds = COMPRESSION_LEVELS.get((image_format, compression))
+    if bounds is None:
+        if level is not None:
+            raise ParameterError("compression_level", "%s with %s compression takes no level; levels exist for %s"
+                                 % (image_format, compression, ", ".join("%s %s" % key for key in COMPRESSION_LEVELS)))
+        return None
+    lowest, highest, default = bounds
+    if level is None:
+        return default
+    if not lowest <= level <= highest:
+        raise ParameterError("compression_level", "%d is out of range for %s %s (%d to %d)"
+                             % (level, image_format, compression, lowest, highest))
+    return level
 
 
 def validate_release(fields: t.Mapping[str, t.Any]) -> dict[str, str | None]:
@@ -198,6 +222,7 @@ def digest(request: BuildRequest, release: t.Mapping[str, str], source_digests: 
         "name": request.name,
         "format": request.format,
         "compression": request.compression,
+        "compression_level": request.compression_level,
         "hierarchies": list(request.hierarchies),
         "release": dict(release),
         "sources": [[source.kind, value] for source, value in zip(request.sources, source_digests)],

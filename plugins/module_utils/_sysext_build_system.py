@@ -293,18 +293,20 @@ class Builder:
         self._validate(self.built)
 
     def _mkfs(self, tree: str, image: str, epoch: int) -> None:
-        compression = self.request.compression
+        compression, level = self.request.compression, self.request.compression_level
         if self.request.format == "squashfs":
             argv = ["mksquashfs", tree, image, "-all-root", "-noappend", "-quiet", "-no-progress",
                     "-mkfs-time", str(epoch)]
             argv += ["-noI", "-noD", "-noF", "-noX"] if compression == "none" else ["-comp", compression]
+            argv += ["-Xcompression-level", str(level)] if level is not None else []
             self.runner.run(argv)
         else:
             # A fixed UUID and SOURCE_DATE_EPOCH make erofs images reproducible; file mtimes are kept.
             uuid = self.observed.digest.split(":")[-1]
             uuid = "%s-%s-%s-%s-%s" % (uuid[:8], uuid[8:12], uuid[12:16], uuid[16:20], uuid[20:32])
             argv = ["mkfs.erofs", "--quiet", "--all-root", "-U", uuid]
-            argv += [] if compression == "none" else ["-z" + compression]
+            if compression != "none":
+                argv.append("-z%s%s" % (compression, ",%d" % level if level is not None else ""))
             self.runner.run(argv + [image, tree], environ={"SOURCE_DATE_EPOCH": str(epoch)})
         step_boundary("sysext_build.image_written")
 

@@ -262,7 +262,7 @@ def test_kill_at_every_step_never_shows_a_half_built_image(sxns: MountNamespace,
     for number, step in enumerate(steps, start=1):
         os.replace(saved, root / "var/lib/extensions/tool.raw")
         os.link(root / "var/lib/extensions/tool.raw", saved)
-        loops = loop_devices()
+        loops = loop_devices(tmp_path)
         rc, result, _stderr = direct_module(sxns, "sysext_build", args, env={KILL_AT_ENV: str(number)})
         assert rc == -9 and result is None, "killed at %s" % step
         # What systemd-sysext would find right now: the old image or the new one, complete, and nothing else.
@@ -274,7 +274,7 @@ def test_kill_at_every_step_never_shows_a_half_built_image(sxns: MountNamespace,
         rerun = build(sxns, args)
         assert not rerun.get("failed") and rerun["digest"] == new, (step, rerun.get("msg"))
         assert sorted(os.listdir(root / "var/lib")) == ["extensions"], "stale staging is cleaned up"
-        assert loop_devices() == loops
+        assert loop_devices(tmp_path) == loops
     listed = json.loads(sysext(sxns, root, "list", "--json=short").stdout)
     assert [(item["name"], item["type"]) for item in listed] == [("tool", "raw")]
 

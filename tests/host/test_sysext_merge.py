@@ -77,7 +77,7 @@ def test_directory_squashfs_erofs_four_steps_layer_order_diff_and_exact_unmerge(
     squashfs(make_extension(tmp_path / "c9", "c9", files={shared: "c9\n"}), images / "c9.raw")
     erofs(make_extension(tmp_path / "c10", "c10", files={shared: "c10\n", "usr/bin/c10-tool": "c10"}),
           images / "c10.raw")
-    before_tree, loops_before = manifest(root), loop_devices()
+    before_tree, loops_before = manifest(root), loop_devices(tmp_path)
     mounts_before = sxns.mountinfo()
 
     check, apply, again, check_again = four_step(sxns, "sysext_merge", {"root": str(root)})
@@ -102,7 +102,7 @@ def test_directory_squashfs_erofs_four_steps_layer_order_diff_and_exact_unmerge(
     assert "/opt/b/data" in files["b"]["adds"]
     assert again["diff"]["after"].get("files") is None, "nothing is newly merged on the second run"
     # Idempotence means no remount at all: same mount, same device, same merge time.
-    assert len(loop_devices() - loops_before) == 2, "one loop device per raw image while merged"
+    assert len(loop_devices(tmp_path) - loops_before) == 2, "one loop device per raw image while merged"
     mounted = (top_mount(sxns, root / "usr"), top_mount(sxns, root / "opt"))
     assert again["hierarchies"] == apply["hierarchies"] == check_again["hierarchies"]
     assert run(sxns, {"root": str(root)})["changed"] is False
@@ -113,7 +113,7 @@ def test_directory_squashfs_erofs_four_steps_layer_order_diff_and_exact_unmerge(
     assert steps.check["hierarchies"][0]["merged"] is False and merged_now(sxns, root) == []
     assert sxns.mountinfo() == mounts_before
     assert manifest(root) == before_tree, "unmerge leaves the tree byte- and metadata-identical"
-    assert loop_devices() == loops_before
+    assert loop_devices(tmp_path) == loops_before
 
 
 # Extension release files against a Debian 12 host; (release text or None for no file, compatible?).
@@ -282,12 +282,12 @@ def test_images_that_break_the_whole_merge_are_refused_by_name(sxns: MountNamesp
     make, message, systemd_fails = BLOCKING[case]
     make_extension(root / "var/lib/extensions/good", "good")
     image = make(root / "var/lib/extensions", tmp_path / "src")
-    mounts, loops, tree = sxns.mountinfo(), loop_devices(), manifest(root)
+    mounts, loops, tree = sxns.mountinfo(), loop_devices(tmp_path), manifest(root)
 
     result = run(sxns, {"root": str(root)})
     assert result.get("failed") and str(image) in result["msg"], result.get("msg")
     assert message in result["msg"] or case == "raw-without-release" and "extension-release" in result["msg"]
-    assert sxns.mountinfo() == mounts and loop_devices() == loops and manifest(root) == tree
+    assert sxns.mountinfo() == mounts and loop_devices(tmp_path) == loops and manifest(root) == tree
     assert run(sxns, {"root": str(root)}, check=True).get("failed"), "check mode predicts the same failure"
 
     # And systemd-sysext really does fail the whole merge on it (with rc 0 in most cases).

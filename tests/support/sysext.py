@@ -112,10 +112,12 @@ def ignored_by_systemd(output: str) -> dict[str, str]:
     return reasons
 
 
-def loop_devices() -> set[str]:
+def loop_devices(under: pathlib.Path) -> set[str]:
+    """Loop devices backed by files under a directory (other tests on the machine attach their own)."""
     listing = subprocess.run(["losetup", "--list", "--noheadings", "--output", "NAME,BACK-FILE"], check=True,
                              capture_output=True, text=True).stdout
-    return {line.strip() for line in listing.splitlines() if line.strip()}
+    prefix = str(under).rstrip("/") + "/"
+    return {line.strip() for line in listing.splitlines() if prefix in line}
 
 
 def manifest(path: pathlib.Path) -> dict[str, tuple]:

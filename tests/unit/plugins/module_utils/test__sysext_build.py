@@ -13,8 +13,8 @@ import pytest
 from ansible_collections.immutable.root.plugins.module_utils._errors import ParameterError
 from ansible_collections.immutable.root.plugins.module_utils._sysext_build import (
     DIGEST_KEY, BuildObserved, BuildRequest, ExistingImage, Source, compose_release, default_release, digest,
-    image_path, membership, normalize_member, plan_build, source_kind, validate_compression, validate_name,
-    validate_release, with_digest,
+    image_path, membership, normalize_member, plan_build, source_kind, validate_compression,
+    validate_compression_level, validate_name, validate_release, with_digest,
 )
 from ansible_collections.immutable.root.plugins.module_utils._sysext_release import SysextError
 
@@ -166,3 +166,16 @@ def test_a_merged_directory_image_is_never_replaced() -> None:
 def test_image_path() -> None:
     assert image_path(request()) == RAW
     assert image_path(request(format="directory", dest="/x/")) == "/x/tools"
+
+
+def test_compression_levels() -> None:
+    assert validate_compression_level("squashfs", "zstd", None) == 3
+    assert validate_compression_level("squashfs", "zstd", 19) == 19
+    assert validate_compression_level("squashfs", "gzip", None) is None
+    assert validate_compression_level("erofs", "lz4hc", 12) == 12
+    assert validate_compression_level("squashfs", "xz", None) is None
+    with pytest.raises(ParameterError, match="^compression_level: 23 is out of range for squashfs zstd"):
+        validate_compression_level("squashfs", "zstd", 23)
+    with pytest.raises(ParameterError, match="^compression_level: squashfs with xz compression takes no level"):
+        validate_compression_level("squashfs", "xz", 3)
+    assert digest(request(compression_level=3), {"ID": "a"}, ["x"]) != digest(request(), {"ID": "a"}, ["x"])
