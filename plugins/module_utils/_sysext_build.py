@@ -89,6 +89,7 @@ class BuildObserved:
     dropped: tuple[str, ...]
     existing: tuple[ExistingImage, ...]  # images named like this one in dest (NAME and NAME.raw)
     stale: tuple[str, ...] = ()  # staging directories left by an interrupted run
+    warnings: tuple[str, ...] = ()
 
 
 def source_kind(path: str, is_dir: bool, is_file: bool) -> t.Literal["package", "directory"]:

@@ -34,8 +34,9 @@ from ansible_collections.immutable.root.plugins.module_utils._sysext_build impor
 from ansible_collections.immutable.root.plugins.module_utils._sysext_inspect import (
     InspectJob, inspect_images, inspect_tree, probe_filesystem, read_release, release_file_name,
 )
+from ansible_collections.immutable.root.plugins.module_utils._sysext_images import SEARCH_DIRS
 from ansible_collections.immutable.root.plugins.module_utils._sysext_release import (
-    ReleaseSyntaxError, SysextError, parse_env_pairs,
+    HostRelease, ReleaseSyntaxError, SysextError, extension_release_problem, parse_env_pairs,
 )
 from ansible_collections.immutable.root.plugins.module_utils._sysext_system import (
     merged_names_now, running_architecture,
@@ -220,9 +221,26 @@ def stale_staging(request: BuildRequest) -> tuple[str, ...]:
     return tuple(found)
 
 
+def build_warnings(request: BuildRequest, host: t.Mapping[str, str], release: t.Mapping[str, str]) -> list[str]:
+    """An image that the root will not merge, or that a same-named image in a higher search directory hides."""
+    found = []
+    if host.get("ID"):
+        problem = extension_release_problem(release, HostRelease.from_pairs(host), running_architecture())
+        if problem:
+            found.append("%s will not be merged on %s: it %s" % (request.name, request.root, problem))
+    for search_dir in SEARCH_DIRS:
+        directory = resolve_in_root(request.root, search_dir)
+        if directory == request.dest.rstrip("/"):
+            break
+        for candidate in (os.path.join(directory, request.name), os.path.join(directory, request.name + ".raw")):
+            if os.path.lexists(candidate):
+                found.append("%s is masked by %s, which systemd-sysext finds first" % (request.name, candidate))
+    return found
+
+
 def observe_build(runner: Runner, request: BuildRequest) -> tuple[BuildObserved, SourceScan]:
-    release = compose_release(default_release(target_release_pairs(request.root), running_architecture()),
-                              request.release)
+    host = target_release_pairs(request.root)
+    release = compose_release(default_release(host, running_architecture()), request.release)
     scan = scan_sources(runner, request)
     if not scan.files:
         raise ParameterError("sources", "nothing to build: no files under %s in %s" % (
@@ -234,6 +252,7 @@ def observe_build(runner: Runner, request: BuildRequest) -> tuple[BuildObserved,
         dropped=tuple(scan.dropped),
         existing=existing_images(runner, request),
         stale=stale_staging(request),
+        warnings=tuple(build_warnings(request, host, release)),
     )
     return observed, scan
 

@@ -62,6 +62,7 @@ class ImageContent:
     os_release: bool = False  # usr/lib/os-release exists: validate_version() refuses the image
     os_tree: bool = False  # etc/os-release or usr/lib/os-release: a raw image passes dissection with it
     hierarchies: tuple[str, ...] = ()  # requested hierarchies that have content in the image
+    not_directories: tuple[str, ...] = ()  # requested hierarchies that exist in the image as something else
 
 
 @dataclass(frozen=True)
@@ -153,6 +154,9 @@ def judge(entry: SearchEntry, content: ImageContent, host: HostRelease, architec
         return ImageVerdict(entry, "invalid", "has no usable extension-release.%s (%s): systemd-sysext 252 fails "
                             "the whole merge on such a raw image ('No medium found')"
                             % (entry.name, content.release_problem or "not found"), content)
+    if content.not_directories:
+        return ImageVerdict(entry, "invalid", "its %s is not a directory: systemd-sysext fails the whole merge on it"
+                            % ", ".join(content.not_directories), content)
     if force:
         return ImageVerdict(entry, "compatible", None, content)
     if content.os_release:

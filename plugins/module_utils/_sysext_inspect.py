@@ -104,7 +104,13 @@ def inspect_tree(tree: str, name: str, hierarchies: t.Sequence[str]) -> ImageCon
         os_release=os_release,
         os_tree=os_release or os.path.exists(resolve_in_root(tree, "etc/os-release")),
         hierarchies=tuple(hierarchy for hierarchy in hierarchies if has_content(tree, hierarchy)),
+        not_directories=tuple(hierarchy for hierarchy in hierarchies if _exists_not_directory(tree, hierarchy)),
     )
+
+
+def _exists_not_directory(tree: str, hierarchy: str) -> bool:
+    path = resolve_in_root(tree, hierarchy)
+    return os.path.lexists(path) and not os.path.isdir(path)
 
 
 @dataclasses.dataclass
@@ -211,7 +217,8 @@ def _inspect_directory(job: InspectJob, tree: str, hierarchies: t.Sequence[str],
 
 
 def _content_from_dict(data: dict[str, t.Any]) -> ImageContent:
-    return ImageContent(**dict(data, hierarchies=tuple(data["hierarchies"])))
+    return ImageContent(**dict(data, hierarchies=tuple(data["hierarchies"]),
+                               not_directories=tuple(data["not_directories"])))
 
 
 def inspect_images(runner: Runner, jobs: t.Sequence[InspectJob], hierarchies: t.Sequence[str], base_root: str = "/",

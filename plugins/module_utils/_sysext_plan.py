@@ -60,6 +60,7 @@ class HierarchyState:
     device: str | None = None
     shared: bool = True  # the mount a new merge attaches to is shared, so the merge propagates back
     anchor: str = ""  # that mount's mountpoint
+    creatable: bool = True  # the directory exists, or systemd-sysext can create it
 
 
 @dataclass(frozen=True)
@@ -164,8 +165,13 @@ def plan_sysext_merge(request: MergeRequest, observed: MergeObserved) -> tuple[A
         if not observed.run_mounted:
             raise SysextError("/run is not a mount point in this mount namespace: systemd-sysext needs to remount it "
                               "MS_SLAVE for its workspace and fails silently without it")
-        actions.extend(_plan_propagation(request, [state for state in observed.hierarchies
-                                                   if any(p.hierarchy == state.hierarchy for p in mounting)]))
+        involved = [state for state in observed.hierarchies if any(p.hierarchy == state.hierarchy for p in mounting)]
+        missing = [state.path for state in involved if not state.creatable]
+        if missing:
+            raise SysextError("hierarchies: %s does not exist and cannot be created (read-only): systemd-sysext would "
+                              "merge the other hierarchies, fail on this one and exit 0; create it first or leave it "
+                              "out of hierarchies" % ", ".join(missing))
+        actions.extend(_plan_propagation(request, involved))
     names = merge_candidates(observed.images)
     verb = "refresh" if merged_now or request.state == "refreshed" else "merge"
     detail = "%s into %s" % (", ".join(names) or "nothing", ", ".join(state.hierarchy for state in mounting) or
@@ -266,6 +272,16 @@ def warnings(request: MergeRequest, observed: MergeObserved) -> list[str]:
     for left, right in ties:
         found.append("extension names %r and %r sort as equal versions: their layer order is not defined" % (left, right))
     return found
+
+
+def failure_lines(outputs: t.Iterable[str]) -> list[str]:
+    """What systemd-sysext printed that explains a failure it did not report through its exit code."""
+    lines = []
+    for output in outputs:
+        for line in output.splitlines():
+            if any(word in line for word in ("Failed", "failed", "refusing", "No suitable", "not allowed")):
+                lines.append(line.strip())
+    return lines
 
 
 def _describe_states(states: t.Sequence[HierarchyState]) -> str:

@@ -116,7 +116,8 @@ def hierarchy_state(hierarchy: str, root: str, mounts: t.Sequence[MountEntry]) -
         below.pop()
     anchor = below[-1] if below else mount_containing(mounts, posixpath.dirname(path))
     shared = anchor is not None and any(field.startswith("shared:") for field in anchor.optional_fields)
-    state = HierarchyState(hierarchy, path, shared=shared, anchor=anchor.mountpoint if anchor else "/")
+    state = HierarchyState(hierarchy, path, shared=shared, anchor=anchor.mountpoint if anchor else "/",
+                           creatable=_creatable(path))
     top = stack[-1] if stack else None
     if top is None or top.fstype != "overlay":
         return state
@@ -131,6 +132,16 @@ def hierarchy_state(hierarchy: str, root: str, mounts: t.Sequence[MountEntry]) -
     if marker != "%d:%d" % (os.major(st.st_dev), os.minor(st.st_dev)):
         return state  # an offline copy of a merged tree, not a live merge
     return HierarchyState(hierarchy, path, True, names, st.st_mtime, top.mount_id, top.device, shared, state.anchor)
+
+
+def _creatable(path: str) -> bool:
+    """Whether the directory exists or mkdir_p() can make it (its nearest existing parent is writable)."""
+    if os.path.isdir(path):
+        return True
+    parent = path
+    while not os.path.lexists(parent):
+        parent = os.path.dirname(parent)
+    return os.path.isdir(parent) and os.access(parent, os.W_OK)
 
 
 def observe_hierarchies(request: MergeRequest) -> tuple[tuple[HierarchyState, ...], bool]:
@@ -225,12 +236,3 @@ class Executor:
         }
         self.output.append(self.runner.run(argv, environ=environ))
 
-
-def failure_lines(results: t.Sequence[CommandResult]) -> list[str]:
-    """What systemd-sysext printed that explains a failure it did not report through its exit code."""
-    lines = []
-    for result in results:
-        for line in (result.stderr + "\n" + result.stdout).splitlines():
-            if any(word in line for word in ("Failed", "failed", "refusing", "No suitable", "not allowed")):
-                lines.append(line.strip())
-    return lines

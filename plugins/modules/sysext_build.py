@@ -251,6 +251,8 @@ def main() -> None:
         runner = Runner(module)
         observed, scan = observe_build(runner, request)
         plan = plan_build(request, observed)
+        for warning in observed.warnings:
+            module.warn(warning)
         if plan and not module.check_mode:
             builder = Builder(runner, request, observed, scan)
             builder.run(plan)

@@ -256,12 +256,13 @@ from ansible_collections.immutable.root.plugins.module_utils._errors import Immu
 from ansible_collections.immutable.root.plugins.module_utils._paths import validate_path
 from ansible_collections.immutable.root.plugins.module_utils._runner import Runner
 from ansible_collections.immutable.root.plugins.module_utils._sysext_plan import (
-    MergeRequest, check_versions, extensions_result, hierarchies_result, layer_order, merge_state, merged_names,
-    plan_sysext_merge, predict_hierarchies, validate_hierarchies, validate_required, verification_problem, warnings,
+    MergeRequest, check_versions, extensions_result, failure_lines, hierarchies_result, layer_order, merge_state,
+    merged_names, plan_sysext_merge, predict_hierarchies, validate_hierarchies, validate_required,
+    verification_problem, warnings,
 )
 from ansible_collections.immutable.root.plugins.module_utils._sysext_release import SysextError
 from ansible_collections.immutable.root.plugins.module_utils._sysext_system import (
-    Executor, failure_lines, observe, observe_hierarchies, systemd_version,
+    Executor, observe, observe_hierarchies, systemd_version,
 )
 
 
@@ -316,7 +317,7 @@ def main() -> None:
             after = observe(runner, request, version)[0]
             problem = verification_problem(predicted, after.hierarchies)
             if problem:
-                said = failure_lines(executor.output)
+                said = failure_lines(result.stderr + "\n" + result.stdout for result in executor.output)
                 raise SysextError("systemd-sysext exited 0, but the result is not what was planned: %s%s"
                                   % (problem, "; systemd-sysext said: " + " | ".join(said) if said else ""))
             images, states = after.images, after.hierarchies

@@ -24,6 +24,7 @@ from support.namespace import MountNamespace
 from support.pacman import build_package
 from support.sysext import (
     DEBIAN_12, in_ns, loop_devices, make_extension, make_root, manifest, merged_now, sysext, sysext_namespace,
+    warning_texts,
 )
 
 DIGEST_KEY = "IMMUTABLE_ROOT_SYSEXT_DIGEST"
@@ -222,6 +223,15 @@ def test_release_defaults_and_overrides(sxns: MountNamespace, root: pathlib.Path
     (root / "usr/lib/os-release").write_text("ID=fedora\nVERSION_ID=40\n")
     result = merge(sxns, root)
     assert [e["name"] for e in result["extensions"] if e["compatible"]] == ["anywhere"]
+    rebuilt = build(sxns, {"root": str(root), "name": "leveled", "format": "directory", "sources": [str(source)],
+                           "release": {"ID": "debian", "SYSEXT_LEVEL": "1.0"}})
+    assert rebuilt["changed"], "the target changed, so did the defaults"
+    assert any("leveled will not be merged on %s: it is for OS 'debian'" % root in warning
+               for warning in warning_texts(rebuilt))
+    make_extension(root / "etc/extensions/leveled", "leveled")
+    masked = build(sxns, {"root": str(root), "name": "leveled", "format": "directory", "sources": [str(source)],
+                          "release": {"ID": "fedora"}})
+    assert any("leveled is masked by %s/etc/extensions/leveled" % root in warning for warning in warning_texts(masked))
 
 
 def test_tarballs_with_dot_slash_names_and_a_narrow_hierarchy(sxns: MountNamespace, root: pathlib.Path,

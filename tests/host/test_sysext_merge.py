@@ -22,7 +22,7 @@ from support.modules import ansible_module, direct_module, four_step
 from support.namespace import MountNamespace
 from support.sysext import (
     DEBIAN_12, erofs, ignored_by_systemd, in_ns, loop_devices, make_extension, make_root, manifest, merged_now,
-    overlay_lowerdirs, squashfs, sysext, sysext_namespace,
+    overlay_lowerdirs, squashfs, sysext, sysext_namespace, warning_texts,
 )
 
 
@@ -50,12 +50,6 @@ def run(ns: MountNamespace, args: dict, check: bool = False, diff: bool = False,
 def verdicts(result: dict) -> dict[str, tuple[str, str | None]]:
     return {item["name"]: (item["verdict"], item["reason"]) for item in result["extensions"]
             if item["verdict"] not in ("masked", "ignored")}
-
-
-def warning_texts(result: dict) -> list[str]:
-    # A module run directly by ansible-core 2.19+ reports warnings as structured events.
-    return [warning if isinstance(warning, str) else warning.get("event", {}).get("msg", "")
-            for warning in result.get("warnings", [])]
 
 
 def top_mount(ns: MountNamespace, path: pathlib.Path) -> tuple[str, ...] | None:
@@ -256,6 +250,8 @@ BLOCKING: dict[str, tuple[t.Callable[[pathlib.Path, pathlib.Path], pathlib.Path]
         "usr/lib/os-release": DEBIAN_12}), images / "osrel.raw"), "ships usr/lib/os-release", True),
     "dir-with-os-release": (lambda images, src: make_extension(images / "osdir", "osdir", files={
         "usr/lib/os-release": DEBIAN_12}), "ships usr/lib/os-release", True),
+    "opt-is-a-file": (lambda images, src: make_extension(images / "optfile", "optfile", files={"opt": "a file\n"}),
+                      "its /opt is not a directory", True),
     "colon-name": (lambda images, src: make_extension(images / "a:b", "a:b"), "does not match", True),
     "ambiguous": (lambda images, src: squashfs(make_extension(images / "twin", "twin"), images / "twin.raw"),
                   "ambiguous", False),
@@ -295,6 +291,39 @@ def test_images_that_break_the_whole_merge_are_refused_by_name(sxns: MountNamesp
     if systemd_fails:
         assert merged_now(sxns, root) == [], "systemd merged despite %s: %s" % (case, direct.stderr)
     sysext(sxns, root, "unmerge")
+
+
+def test_hierarchy_that_cannot_be_created_is_refused_instead_of_a_partial_merge(
+        sxns: MountNamespace, root: pathlib.Path) -> None:
+    (root / "opt").rmdir()
+    make_extension(root / "var/lib/extensions/both", "both", files={"usr/share/both/x": "x", "opt/both/y": "y"})
+    sxns.sh("mount --bind {0} {0} && mount -o remount,bind,ro {0}".format(root))
+    mounts = sxns.mountinfo()
+    result = run(sxns, {"root": str(root)})
+    assert result.get("failed") and result["msg"].startswith(
+        "hierarchies: %s/opt does not exist and cannot be created" % root), result.get("msg")
+    assert sxns.mountinfo() == mounts
+    # What the module saved us from: systemd-sysext merges /usr, fails on /opt, and exits 0.
+    direct = sysext(sxns, root, "merge")
+    assert direct.returncode == 0 and "Failed to create hierarchy mount point" in direct.stderr
+    assert merged_now(sxns, root) == ["both"] and not (in_ns(sxns, root / "opt")).exists()
+
+
+def test_success_that_is_not_visible_is_a_failure(sxns: MountNamespace, root: pathlib.Path,
+                                                  tmp_path: pathlib.Path) -> None:
+    # A systemd-sysext that says what 252 says in a private namespace, exits 0, and mounts nothing.
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "systemd-sysext").write_text(
+        "#!/bin/sh\nfor arg; do case $arg in\n  --version) exec /usr/bin/systemd-sysext --version;;\n"
+        "  merge|refresh) echo \"Merged extensions into '$PWD/usr'.\"; exit 0;;\nesac; done\n")
+    (fake / "systemd-sysext").chmod(0o755)
+    make_extension(root / "var/lib/extensions/tool", "tool")
+    result = run(sxns, {"root": str(root)}, env={"PATH": "%s:%s" % (fake, os.environ["PATH"])})
+    assert result.get("failed") and result["msg"] == (
+        "systemd-sysext exited 0, but the result is not what was planned: expected /usr: tool; /opt: not merged; "
+        "the mount table and .systemd-sysext markers show /usr: not merged; /opt: not merged")
+    assert [action["action"] for action in result["actions"]] == ["merge"], "what was done is reported"
 
 
 def test_required_images_must_merge(sxns: MountNamespace, root: pathlib.Path) -> None:

@@ -112,6 +112,12 @@ def ignored_by_systemd(output: str) -> dict[str, str]:
     return reasons
 
 
+def warning_texts(result: dict) -> list[str]:
+    """A result's warnings as text: a module run directly by ansible-core 2.19+ reports structured events."""
+    return [warning if isinstance(warning, str) else warning.get("event", {}).get("msg", "")
+            for warning in result.get("warnings", [])]
+
+
 def loop_devices(under: pathlib.Path) -> set[str]:
     """Loop devices backed by files under a directory (other tests on the machine attach their own)."""
     listing = subprocess.run(["losetup", "--list", "--noheadings", "--output", "NAME,BACK-FILE"], check=True,

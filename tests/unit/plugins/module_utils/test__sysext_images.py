@@ -68,6 +68,8 @@ DIRECTORY = entry("/var/lib/extensions", "img")
 
 @pytest.mark.parametrize("image, content, force, verdict, reason", [
     (DIRECTORY, GOOD, False, "compatible", None),
+    (DIRECTORY, ImageContent(release=GOOD.release, not_directories=("/opt",)), True, "invalid",
+     "its /opt is not a directory"),
     (entry("/var/lib/extensions", "a:b"), GOOD, False, "invalid", "does not match"),
     (entry("/var/lib/extensions", "dev", "block"), GOOD, False, "invalid", "block devices"),
     (RAW, ImageContent(error="blkid finds no filesystem in it"), False, "invalid", "cannot be read (blkid"),

@@ -76,8 +76,10 @@ def test_inspect_tree(tmp_path: pathlib.Path) -> None:
     write(tmp_path, RELEASE_DIR + "/extension-release.tool", "ID=debian\n")
     write(tmp_path, "etc/os-release", "ID=debian\n")
     (tmp_path / "opt").mkdir()
+    write(tmp_path, "srv")
     content = inspect_tree(str(tmp_path), "tool", ("/usr", "/opt", "/srv"))
     assert content.release == {"ID": "debian"} and content.hierarchies == ("/usr",)
+    assert content.not_directories == ("/srv",)
     assert content.os_tree and not content.os_release
     os.symlink("../../etc/os-release", tmp_path / "usr/lib/os-release")
     assert inspect_tree(str(tmp_path), "tool", ("/usr",)).os_release

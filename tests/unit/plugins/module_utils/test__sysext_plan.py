@@ -15,9 +15,9 @@ from ansible_collections.immutable.root.plugins.module_utils._sysext_images impo
     ImageContent, ImageVerdict, SearchEntry,
 )
 from ansible_collections.immutable.root.plugins.module_utils._sysext_plan import (
-    HierarchyState, MergeObserved, MergeRequest, check_versions, extensions_result, hierarchies_result, layer_order,
-    merge_state, merged_names, parse_systemd_version, plan_sysext_merge, predict_hierarchies, validate_hierarchies,
-    validate_required, verification_problem, warnings,
+    HierarchyState, MergeObserved, MergeRequest, check_versions, extensions_result, failure_lines, hierarchies_result,
+    layer_order, merge_state, merged_names, parse_systemd_version, plan_sysext_merge, predict_hierarchies,
+    validate_hierarchies, validate_required, verification_problem, warnings,
 )
 from ansible_collections.immutable.root.plugins.module_utils._sysext_release import HostRelease, SysextError
 
@@ -122,6 +122,13 @@ def test_propagation() -> None:
     assert plan_sysext_merge(request(state="unmerged"), observed([image("a")], [usr("a", shared=False), opt()]))
 
 
+def test_a_hierarchy_that_cannot_be_created_is_refused_before_a_partial_merge() -> None:
+    states = [usr(), dataclasses.replace(opt(), creatable=False)]
+    with pytest.raises(SysextError, match=r"^hierarchies: /srv/root/opt does not exist and cannot be created"):
+        plan_sysext_merge(request(), observed([image("a", hierarchies=("/usr", "/opt"))], states))
+    assert plan_sysext_merge(request(), observed([image("a")], states)), "only a problem when something goes there"
+
+
 def test_run_must_be_a_mount_point() -> None:
     with pytest.raises(SysextError, match="/run is not a mount point"):
         plan_sysext_merge(request(), observed([image("a")], run_mounted=False))
@@ -203,6 +210,15 @@ def test_verification() -> None:
     assert verification_problem((usr("a"), opt()), (usr(), opt())) == (
         "expected /usr: a; /opt: not merged; the mount table and .systemd-sysext markers show /usr: not merged; "
         "/opt: not merged")
+
+
+def test_failure_lines() -> None:
+    said = failure_lines(["Using extensions 'a'.\nFailed to create hierarchy mount point '/r/opt': Read-only file "
+                          "system\n", "Extension image contains /usr/lib/os-release file, which is not allowed (it may "
+                          "carry /etc/os-release), refusing.\nMerged extensions into '/r/usr'.\n"])
+    assert said == ["Failed to create hierarchy mount point '/r/opt': Read-only file system",
+                    "Extension image contains /usr/lib/os-release file, which is not allowed (it may carry "
+                    "/etc/os-release), refusing."]
 
 
 def test_warnings() -> None:
