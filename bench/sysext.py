@@ -99,14 +99,14 @@ def package(work: pathlib.Path) -> pathlib.Path:
     """About 50 MB of package content: text-like files and incompressible ones, as binaries and data are."""
     payload = work / "payload"
     generator = random.Random(252)
-    words = [("".join(generator.choice("abcdefghij_") for _ in range(8))).encode() for _ in range(512)]
+    words = [generator.randbytes(6).hex().encode() for _word in range(512)]
     written, number = 0, 0
     while written < PACKAGE_MB << 20:
         directory = payload / "usr/lib/bench" / ("d%02d" % (number % 40))
         directory.mkdir(parents=True, exist_ok=True)
         size = generator.randint(4 << 10, 64 << 10)
         data = generator.randbytes(size) if number % 3 == 0 else b" ".join(
-            generator.choice(words) for _ in range(size // 9))
+            generator.choice(words) for _word in range(size // 13))
         (directory / ("f%05d" % number)).write_bytes(data)
         written, number = written + len(data), number + 1
     (payload / ".PKGINFO").write_text("pkgname = bench\n")
@@ -141,9 +141,8 @@ def build_rows(work: pathlib.Path) -> list[tuple[str, float, float]]:
         sizes[label] = image.stat().st_size if image.is_file() else 0
     noop = timed(lambda: module("sysext_build", {"root": str(root), "name": "bench", "format": "directory",
                                                  "sources": [str(archive)]}), repeat=3)
-    print("package: %.1f MB holding %d MB of files; images: %s" % (
-        archive.stat().st_size / 1e6, PACKAGE_MB, ", ".join("%s %.1f MB" % (label, size / 1e6)
-                                                          for label, size in sizes.items() if size)))
+    images = ", ".join("%s %.1f MB" % (label, size / 1e6) for label, size in sizes.items() if size)
+    print("package: %.1f MB holding %d MB of files; images: %s" % (archive.stat().st_size / 1e6, PACKAGE_MB, images))
     base = seconds["squashfs zstd-3"]
     return [
         ("build erofs (lz4hc) vs squashfs (zstd level 3)", seconds["erofs lz4hc"], base),

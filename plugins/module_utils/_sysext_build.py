@@ -36,7 +36,8 @@ COMPRESSION = {
     "directory": ("none", ("none",)),
 }
 # (format, compression) -> (lowest, highest, default level; None keeps the tool's default). mksquashfs's own
-# zstd default, level 15, took 17 times as long as level 3 on 50 MB of package content for a 10% smaller image.
+# zstd default, level 15, took 17 times as long as level 3 on 50 MB of package content (the whole build about
+# 5 times, bench/sysext.py) for an image about 10% smaller.
 COMPRESSION_LEVELS = {
     ("squashfs", "zstd"): (1, 22, 3),
     ("squashfs", "gzip"): (1, 9, None),

@@ -235,4 +235,3 @@ class Executor:
             "SYSTEMD_PAGER": "cat",
         }
         self.output.append(self.runner.run(argv, environ=environ))
-
