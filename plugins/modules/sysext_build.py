@@ -76,7 +76,7 @@ options:
   compression_level:
     description:
       - Level for squashfs V(zstd) (1 to 22, default 3) and V(gzip) (1 to 9), and erofs V(lz4hc) (0 to 12); the
-        other compressions take none. The default zstd level is 3 rather than mksquashfs's own 15: on 50 MB of
+        other compressions take none. The default zstd level is 3 rather than mksquashfs's own 15; on 50 MB of
         package content, level 15 made the whole build about 5 times as slow (mksquashfs alone 17 times) for an
         image about 10% smaller.
     type: int
