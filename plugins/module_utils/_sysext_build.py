@@ -204,14 +204,12 @@ def normalize_member(name: str) -> str:
 
 def membership(path: str, hierarchies: t.Sequence[str]) -> Membership:
     """Whether a relative path goes into the image, is only a parent directory of a hierarchy, or is dropped."""
-    if path == FORBIDDEN:
-        return "forbidden"
     if path.startswith(RELEASE_DIR + "/"):
         return "drop"  # this module writes the image's release file itself
     for hierarchy in hierarchies:
         relative = hierarchy.strip("/")
         if path == relative or path.startswith(relative + "/"):
-            return "include"
+            return "forbidden" if path == FORBIDDEN else "include"
     if any(hierarchy.strip("/").startswith(path + "/") for hierarchy in hierarchies):
         return "parent"
     return "drop"

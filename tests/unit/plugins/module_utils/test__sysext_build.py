@@ -30,6 +30,12 @@ def test_membership(path: str, expected: str) -> None:
     assert membership(path, HIERARCHIES) == expected
 
 
+def test_os_release_is_forbidden_only_where_it_would_be_merged() -> None:
+    assert membership("usr/lib/os-release", ("/usr/lib",)) == "forbidden"
+    assert membership("usr/lib/os-release", ("/opt",)) == "drop"
+    assert membership("etc/os-release", HIERARCHIES) == "drop"
+
+
 def test_membership_of_a_narrow_hierarchy() -> None:
     assert membership("usr", ("/usr/local/bin",)) == "parent"
     assert membership("usr/local", ("/usr/local/bin",)) == "parent"
