@@ -1,3 +1,6 @@
+# Copyright: immutable.root contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """labctl: build cached Debian images and run lab VMs with QEMU.
 
     python3 molecule/lab/labctl.py build ext4                       # or split-usr, btrfs-uefi
@@ -69,7 +72,8 @@ def cmd_tree(args: argparse.Namespace) -> int:
 
 def cmd_up(args: argparse.Namespace) -> int:
     inst = instance.up(args.name, args.variant, root=args.state_dir, cache=args.cache_dir, disks=args.disk,
-                       memory_mib=args.memory, cpus=args.cpus, boot_timeout=args.boot_timeout, accel=args.accel)
+                       memory_mib=args.memory, cpus=args.cpus, boot_timeout=args.boot_timeout, accel=args.accel,
+                       kernel_args=args.kernel_args)
     _emit(inst.to_json())
     return 0
 
@@ -114,7 +118,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_ssh(args: argparse.Namespace) -> int:
     inst = instance.find(args.name, _root(args))
     command = args.remote[1:] if args.remote[:1] == ["--"] else args.remote
-    argv = ssh_argv(inst.target, command or None)
+    # Like ssh itself: the words are joined with spaces for the guest's shell, so `-- 'a; b'` works.
+    argv = ssh_argv(inst.target, " ".join(command) or None)
     sys.stdout.flush()
     os.execvp(argv[0], argv)
     return 0  # not reached: exec replaced this process
@@ -150,6 +155,7 @@ def parser() -> argparse.ArgumentParser:
     start.add_argument("--cpus", type=int, default=instance.DEFAULT_CPUS)
     start.add_argument("--boot-timeout", type=float, default=instance.DEFAULT_BOOT_TIMEOUT, metavar="SECONDS")
     start.add_argument("--accel", choices=("tcg", "kvm"), default=None, help="skip the KVM probe")
+    start.add_argument("--kernel-args", default="", help="appended to the kernel command line (direct-boot images)")
     start.set_defaults(func=cmd_up)
 
     for name, helptext in (("wait-ssh", "wait until SSH answers"), ("reboot", "reboot from inside, wait for SSH"),

@@ -1,3 +1,6 @@
+# Copyright: immutable.root contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The host's apt sources, read at run time: the lab never names a mirror itself.
 
 mmdebstrap gets the host's source files as its MIRROR arguments (it pastes a file's contents into the tree),

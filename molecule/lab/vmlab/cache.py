@@ -1,3 +1,6 @@
+# Copyright: immutable.root contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Content-keyed cache entries: one directory per entry, a SHA256SUMS manifest, atomic publish, a lock per entry.
 
 An entry exists only after its staging directory, manifest included, has been renamed into place, so a crash

@@ -1,4 +1,7 @@
 #!/usr/bin/env bash
+# Copyright: immutable.root contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 # Usage: fill_btrfs.sh IMAGE TREE MOUNTPOINT
 # Puts TREE into a new subvolume `@` of the btrfs filesystem in IMAGE.
 # Run it inside `unshare --mount --propagation private`: the mount lives and dies with that namespace, and

@@ -1,3 +1,6 @@
+# Copyright: immutable.root contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """GPT disk layout for the UEFI image: ESP first, then the btrfs partition named ROOT, both MiB-aligned."""
 
 from __future__ import annotations

@@ -1,3 +1,6 @@
+# Copyright: immutable.root contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """What runs inside a lab VM: the Debian trees it is made from and the files that make it a lab machine.
 
 Measured on this machine kind (field notes, "QEMU on this machine kind"): under TCG every unit costs seconds,
@@ -64,7 +67,7 @@ READY_MARKER = "immutable-lab: ssh ready"
 READY_UNIT = f"""[Unit]
 Description=Tell the serial console that sshd is up (lab boot marker)
 After=ssh.service
-Wants=ssh.service
+Requires=ssh.service
 
 [Service]
 Type=oneshot

@@ -1,8 +1,12 @@
+# Copyright: immutable.root contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Talking to a guest over the forwarded SSH port."""
 
 from __future__ import annotations
 
 import dataclasses
+import shlex
 import socket
 import subprocess
 from pathlib import Path
@@ -22,11 +26,12 @@ class SshTarget:
     user: str = USER
 
 
-def ssh_argv(target: SshTarget, command: list[str] | None = None, connect_timeout: int = 10) -> list[str]:
+def ssh_argv(target: SshTarget, remote: str | None = None, connect_timeout: int = 10) -> list[str]:
+    """ssh's command line; `remote` is one string for the guest's shell, as ssh itself passes it."""
     argv = ["ssh", *SSH_OPTIONS, "-o", f"ConnectTimeout={connect_timeout}", "-i", str(target.key), "-p", str(target.port),
             f"{target.user}@{target.host}"]
-    if command:
-        argv += ["--", *command]
+    if remote:
+        argv += ["--", remote]
     return argv
 
 
@@ -42,9 +47,9 @@ def banner_ready(port: int, host: str = HOST, timeout: float = 5.0) -> bool:
 
 
 def run_in_guest(target: SshTarget, command: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
-    """Run `command` in the guest; never raises for the remote exit status (the caller decides)."""
+    """Run `command` (an argv, quoted here for the guest's shell) in the guest; never raises for the remote exit status."""
     try:
-        return subprocess.run(ssh_argv(target, command), stdin=subprocess.DEVNULL, capture_output=True, text=True,
+        return subprocess.run(ssh_argv(target, shlex.join(command)), stdin=subprocess.DEVNULL, capture_output=True, text=True,
                               timeout=timeout, env=command_env(), check=False)
     except subprocess.TimeoutExpired as exc:
         return subprocess.CompletedProcess(exc.cmd, 255, "", f"ssh timed out after {timeout:.0f} s")

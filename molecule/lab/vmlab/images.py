@@ -1,3 +1,6 @@
+# Copyright: immutable.root contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Bootable lab images, one cache entry per variant and content key.
 
 - ext4:       merged-/usr Debian on an ext4 disk; QEMU boots the kernel and initrd stored next to it.
@@ -155,6 +158,15 @@ def _build(spec: Variant, cache: Path, staging: Path, log: Path) -> None:
     (staging / IMAGE_FILE).write_text(json.dumps(meta, indent=2) + "\n")
 
 
+def fill_btrfs_subvolume(image: Path, tree: Path, mountpoint: Path, log: Path, what: str) -> None:
+    """Copy `tree` into a new subvolume @ of the btrfs filesystem in `image`; no loop device survives, even on failure."""
+    try:
+        run_logged(["unshare", "--mount", "--propagation", "private", "bash", str(FILL_SCRIPT), str(image), str(tree),
+                    str(mountpoint)], log=log, timeout=STEP_TIMEOUT, what=f"{what}: filling subvolume @")
+    finally:
+        release_loops(image)
+
+
 def _assemble_btrfs_uefi(spec: Variant, cache: Path, staging: Path, tree: Path, raw: Path, log: Path) -> None:
     what = f"image {spec.name}"
     layout: GptLayout = gpt_layout(ESP_MIB, spec.disk_gib * 1024)
@@ -164,11 +176,7 @@ def _assemble_btrfs_uefi(spec: Variant, cache: Path, staging: Path, tree: Path, 
     with root.open("wb") as handle:
         handle.truncate(layout.root_bytes)
     run_logged(["mkfs.btrfs", "-q", "-f", str(root)], log=log, timeout=STEP_TIMEOUT, what=f"{what}: mkfs.btrfs")
-    try:
-        run_logged(["unshare", "--mount", "--propagation", "private", "bash", str(FILL_SCRIPT), str(root), str(tree),
-                    str(staging / "mnt")], log=log, timeout=STEP_TIMEOUT, what=f"{what}: filling subvolume @")
-    finally:
-        release_loops(root)
+    fill_btrfs_subvolume(root, tree, staging / "mnt", log, what)
     run_logged(["btrfs", "check", "--readonly", str(root)], log=log, timeout=STEP_TIMEOUT, what=f"{what}: btrfs check")
     with raw.open("wb") as handle:
         handle.truncate(layout.total_bytes)

@@ -1,3 +1,6 @@
+# Copyright: immutable.root contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Lab instances: one QEMU per name, all its state in one directory, teardown that leaves nothing behind.
 
 <state root>/<name>/ holds instance.json, overlay.qcow2 (on the cached image), disk-N.qcow2 (extra blank disks),
@@ -112,6 +115,9 @@ class Instance:
                 data[key] = str(value)
         data["overlays"] = [str(path) for path in self.overlays]
         data["ssh"] = {"host": self.target.host, "port": self.ssh_port, "user": self.target.user, "key": str(self.ssh_key)}
+        # One entry of molecule's instance_config.yml, from which the delegated driver writes its SSH inventory.
+        data["molecule_instance_config"] = {"instance": self.name, "address": self.target.host, "port": self.ssh_port,
+                                            "user": self.target.user, "identity_file": str(self.ssh_key)}
         return data
 
     @classmethod
@@ -193,7 +199,7 @@ def _ports_of_instances(root: Path) -> set[int]:
 
 def free_port(exclude: set[int]) -> int:
     """A port the kernel just handed out on 127.0.0.1; QEMU binds it moments later, under our port lock."""
-    for _ in range(50):
+    for _attempt in range(50):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             sock.bind(("127.0.0.1", 0))
             port = int(sock.getsockname()[1])
@@ -204,8 +210,12 @@ def free_port(exclude: set[int]) -> int:
 
 def up(name: str, variant: str, *, root: Path | None = None, cache: Path | None = None, disks: list[str] | None = None,
        memory_mib: int = DEFAULT_MEMORY_MIB, cpus: int = DEFAULT_CPUS, boot_timeout: float = DEFAULT_BOOT_TIMEOUT,
-       accel: str | None = None) -> Instance:
-    """Boot instance `name` from image `variant` and wait for SSH; on any failure nothing of it remains."""
+       accel: str | None = None, kernel_args: str = "") -> Instance:
+    """Boot instance `name` from image `variant` and wait for SSH; on any failure nothing of it remains.
+
+    `kernel_args` are appended to a direct-boot kernel command line (UEFI images boot what rEFInd's static
+    configuration says).
+    """
     check_name(name)
     sizes = [parse_size(size) for size in disks or []]
     cache = cache or cache_root()
@@ -221,12 +231,14 @@ def up(name: str, variant: str, *, root: Path | None = None, cache: Path | None 
             note(f"removing leftovers of an earlier {name} in {state_dir}")
             teardown(state_dir)
         image = images.ensure_image(variant, cache=cache)
+        if kernel_args and image.boot != "direct":
+            raise LabError(f"--kernel-args needs a direct-boot image; {variant} boots through rEFInd")
         accel = accel or kvm.choose_accel(image, cache)
         key = sshkey.ensure_key(cache)
         require_tools([qemu.QEMU, "qemu-img"])
         state_dir.mkdir()
         try:
-            inst = _start(name, image, state_dir, root, key, sizes, memory_mib, cpus, accel)
+            inst = _start(name, image, state_dir, root, key, sizes, memory_mib, cpus, accel, kernel_args)
             inst.boot_seconds = round(wait_ssh(inst, boot_timeout), 1)
             inst.status = "running"
             inst.save()
@@ -239,7 +251,7 @@ def up(name: str, variant: str, *, root: Path | None = None, cache: Path | None 
 
 
 def _start(name: str, image: images.Image, state_dir: Path, root: Path, key: Path, sizes: list[int], memory_mib: int,
-           cpus: int, accel: str) -> Instance:
+           cpus: int, accel: str, kernel_args: str) -> Instance:
     overlay = state_dir / "overlay.qcow2"
     run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(image.disk), "-F", "qcow2", str(overlay)], timeout=60)
     drives = [qemu.Drive(overlay, "lab-root")]
@@ -253,7 +265,7 @@ def _start(name: str, image: images.Image, state_dir: Path, root: Path, key: Pat
     overlays = [drive.path for drive in drives]
     boot: qemu.DirectBoot | qemu.UefiBoot
     if image.boot == "direct" and image.kernel and image.initrd:
-        boot = qemu.DirectBoot(image.kernel, image.initrd, f"{image.root_args} {guest.KERNEL_TUNING}")
+        boot = qemu.DirectBoot(image.kernel, image.initrd, " ".join(filter(None, [image.root_args, guest.KERNEL_TUNING, kernel_args])))
     else:
         if not qemu.OVMF_CODE.is_file() or not qemu.OVMF_VARS.is_file():
             raise LabError(f"UEFI firmware {qemu.OVMF_CODE} is missing: install the Debian package ovmf")

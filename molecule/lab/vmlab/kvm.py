@@ -1,3 +1,6 @@
+# Copyright: immutable.root contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Is KVM usable here?  A short test boot decides, once per host and boot kind; the verdict is cached.
 
 /dev/kvm on this machine kind is kvm_pvm, a software hypervisor that needs a PVM guest kernel: a stock Debian
@@ -19,7 +22,7 @@ from pathlib import Path
 from vmlab import qemu
 from vmlab.errors import LabError
 from vmlab.images import Image
-from vmlab.run import command_env, note, run
+from vmlab.run import note, run, spawn
 
 PROBE_TIMEOUT = 30.0
 # Direct boot: the kernel has decompressed itself and starts the initramfs (under real KVM in about 1 s).
@@ -99,15 +102,13 @@ def probe(image: Image, fingerprint: dict[str, object]) -> Verdict:
         argv = [*qemu.qemu_argv(cfg), "-no-reboot"]
         markers = MARKERS[image.boot]
         note(f"probing KVM with a {PROBE_TIMEOUT:.0f} s test boot ({image.boot})")
-        with (work / "qemu.log").open("wb") as log:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=command_env(),
-                                    start_new_session=True)
-            try:
-                reason = _watch(proc, work / "console.log", markers)
-            finally:
-                if proc.poll() is None:
-                    proc.kill()
-                proc.wait()
+        proc = spawn(argv, log=work / "qemu.log")
+        try:
+            reason = _watch(proc, work / "console.log", work / "qemu.log", markers)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
         elapsed = round(time.monotonic() - started, 1)
         if reason is None:
             return Verdict(True, f"reached {markers[0]!r} in {elapsed} s", elapsed, fingerprint)
@@ -115,7 +116,7 @@ def probe(image: Image, fingerprint: dict[str, object]) -> Verdict:
         return Verdict(False, reason + (f"; QEMU said: {' | '.join(qemu_output)}" if qemu_output else ""), elapsed, fingerprint)
 
 
-def _watch(proc: subprocess.Popen[bytes], console: Path, markers: tuple[str, ...]) -> str | None:
+def _watch(proc: subprocess.Popen[bytes], console: Path, qemu_log: Path, markers: tuple[str, ...]) -> str | None:
     """None once a marker shows on the console, else why not."""
     deadline = time.monotonic() + PROBE_TIMEOUT
     while time.monotonic() < deadline:
@@ -124,5 +125,8 @@ def _watch(proc: subprocess.Popen[bytes], console: Path, markers: tuple[str, ...
             return None
         if proc.poll() is not None:
             return f"QEMU exited with rc {proc.returncode} before the console showed {markers[0]!r}"
+        # On an internal error QEMU pauses the VM instead of exiting; waiting longer cannot help.
+        if "KVM internal error" in qemu_log.read_text(errors="replace"):
+            return "KVM internal error"
         time.sleep(0.5)
     return f"no {markers[0]!r} on the console within {PROBE_TIMEOUT:.0f} s"

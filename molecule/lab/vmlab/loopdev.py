@@ -1,3 +1,6 @@
+# Copyright: immutable.root contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Loop devices: find the ones backed by a file of ours and make sure none outlives the build that made it."""
 
 from __future__ import annotations

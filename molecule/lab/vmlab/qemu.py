@@ -1,3 +1,6 @@
+# Copyright: immutable.root contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """QEMU: the command line (a pure function), the QMP control socket, and telling our QEMU from any other process."""
 
 from __future__ import annotations
@@ -71,7 +74,8 @@ def accel_args(accel: str) -> list[str]:
 def qemu_argv(cfg: VmConfig) -> list[str]:
     argv = [QEMU, "-name", f"lab-{_opt(cfg.name)}", "-machine", "q35", *accel_args(cfg.accel),
             "-smp", str(cfg.cpus), "-m", str(cfg.memory_mib),
-            "-display", "none", "-vga", "none", "-monitor", "none", "-serial", f"file:{cfg.console_log}",
+            # -nodefaults: no VGA, CD-ROM or default NIC; OVMF and the kernel talk to the serial console only.
+            "-nodefaults", "-display", "none", "-monitor", "none", "-serial", f"file:{cfg.console_log}",
             "-pidfile", str(cfg.pidfile)]
     if cfg.qmp_socket is not None:
         argv += ["-qmp", f"unix:{_opt(cfg.qmp_socket)},server=on,wait=off"]

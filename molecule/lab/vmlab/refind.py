@@ -1,3 +1,6 @@
+# Copyright: immutable.root contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """rEFInd for the UEFI image: the files (unpacked from Debian's .deb, never installed), refind.conf, the ESP.
 
 Never `apt-get install refind` on a host: its debconf default install_to_esp=true puts rEFInd on the host's ESP.

@@ -1,3 +1,6 @@
+# Copyright: immutable.root contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Cached Debian trees (tarballs) built by mmdebstrap or debootstrap, for VM images and for host tests.
 
 Host tests call, for example:

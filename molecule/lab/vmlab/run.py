@@ -1,3 +1,6 @@
+# Copyright: immutable.root contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Every command the lab starts goes through here: C locale, bounded time, logged output, progress lines."""
 
 from __future__ import annotations
@@ -78,6 +81,10 @@ def redact(text: str, secrets: Sequence[str]) -> str:
     return text
 
 
+def redact_all(cmd: Sequence[str], secrets: Sequence[str]) -> list[str]:
+    return [redact(arg, secrets) for arg in cmd]
+
+
 def tail_lines(text: str, count: int = TAIL_LINES) -> str:
     return "\n".join(text.splitlines()[-count:])
 
@@ -123,8 +130,12 @@ def run(cmd: Sequence[str], *, timeout: float, what: str | None = None, env: Map
     return out.decode("utf-8", "replace")
 
 
-def redact_all(cmd: Sequence[str], secrets: Sequence[str]) -> list[str]:
-    return [redact(arg, secrets) for arg in cmd]
+
+def spawn(cmd: Sequence[str], *, log: Path) -> subprocess.Popen[bytes]:
+    """Start a background command (its own session, output to `log`); the caller owns and reaps it."""
+    with log.open("ab") as handle:
+        return subprocess.Popen(list(cmd), stdin=subprocess.DEVNULL, stdout=handle, stderr=subprocess.STDOUT,
+                                env=command_env(), start_new_session=True)
 
 
 def run_logged(cmd: Sequence[str], *, log: Path, timeout: float, what: str, env: Mapping[str, str] | None = None,
