@@ -54,7 +54,7 @@ def test_two_processes_asking_for_one_entry_build_it_once(tmp_path: pathlib.Path
     first = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     second = None
     try:
-        _wait_for(lambda: (tmp_path / "builds.log").exists(), "the first builder to start")
+        _wait_for((tmp_path / "builds.log").exists, "the first builder to start")
         second = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         lock = tmp_path / "locks" / f"things-shared-{'c' * 16}.lock"
         _wait_for(lambda: lock.read_text().strip() == str(first.pid), "the first builder to hold the lock")

@@ -18,7 +18,7 @@ class MissingTool(LabError):
     def __init__(self, missing: Sequence[tuple[str, str]]) -> None:
         self.missing = list(missing)
         tools = ", ".join(f"{tool} (Debian package {package})" for tool, package in self.missing)
-        packages = " ".join(sorted({package for _, package in self.missing}))
+        packages = " ".join(sorted({package for _tool, package in self.missing}))
         super().__init__(f"missing host tools: {tools}; install them with: apt-get install {packages}")
 
 

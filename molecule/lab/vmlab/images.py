@@ -23,7 +23,7 @@ from vmlab.errors import LabError
 from vmlab.gpt import GptLayout, copy_sparse_into, gpt_layout, sgdisk_argv
 from vmlab.loopdev import release_loops
 from vmlab.rootfs import TreeSpec
-from vmlab.run import require_tools, run, run_logged
+from vmlab.run import require_tools, run_logged
 
 # Bump when a build step changes in a way the key fields do not capture.
 IMAGE_BUILDER_VERSION = 1

@@ -130,7 +130,6 @@ def run(cmd: Sequence[str], *, timeout: float, what: str | None = None, env: Map
     return out.decode("utf-8", "replace")
 
 
-
 def spawn(cmd: Sequence[str], *, log: Path) -> subprocess.Popen[bytes]:
     """Start a background command (its own session, output to `log`); the caller owns and reaps it."""
     with log.open("ab") as handle:
