@@ -11,6 +11,7 @@
     python3 molecule/lab/labctl.py power-cycle box1
     python3 molecule/lab/labctl.py list
     python3 molecule/lab/labctl.py down box1
+    python3 molecule/lab/labctl.py cache [list|prune]              # prune: entries superseded by a newer key
 
 Cache: ${IMMUTABLE_ROOT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/immutable-root}; instance state: --state-dir, else
 $IMMUTABLE_LAB_STATE, else <cache>/instances.  $IMMUTABLE_LAB_ACCEL=tcg|kvm skips the KVM probe.
@@ -27,7 +28,7 @@ import sys
 from pathlib import Path
 from types import FrameType
 
-from vmlab import images, instance, kvm, rootfs
+from vmlab import housekeeping, images, instance, kvm, rootfs
 from vmlab.cache import cache_root
 from vmlab.errors import LabError
 from vmlab.guestssh import ssh_argv
@@ -133,6 +134,15 @@ def cmd_kvm_probe(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cache(args: argparse.Namespace) -> int:
+    if args.action == "prune":
+        _emit({"removed": [str(path) for path in housekeeping.prune(args.cache_dir)]})
+        return 0
+    _emit([{"kind": info.kind, "name": info.name, "status": info.status, "bytes_on_disk": info.bytes_on_disk,
+            "path": str(info.path)} for info in housekeeping.entries(args.cache_dir)])
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="labctl", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     top.add_argument("--cache-dir", type=Path, default=None, help="cache root (default: %(default)s -> see above)")
@@ -178,6 +188,10 @@ def parser() -> argparse.ArgumentParser:
     shell.add_argument("name")
     shell.add_argument("remote", nargs=argparse.REMAINDER)
     shell.set_defaults(func=cmd_ssh)
+
+    housekeeping_cmd = sub.add_parser("cache", help="list cache entries, or prune the ones a newer key superseded")
+    housekeeping_cmd.add_argument("action", choices=("list", "prune"), nargs="?", default="list")
+    housekeeping_cmd.set_defaults(func=cmd_cache)
 
     probe = sub.add_parser("kvm-probe", help="show (or with --force redo) the cached KVM verdict")
     probe.add_argument("--variant", default="ext4", choices=sorted(images.VARIANTS))

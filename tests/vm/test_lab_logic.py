@@ -380,3 +380,37 @@ def test_missing_tools_are_named_with_their_debian_package() -> None:
 def test_unknown_variant_lists_the_choices() -> None:
     with pytest.raises(LabError, match="choose one of ext4, split-usr, btrfs-uefi"):
         images.variant("zfs")
+
+
+def test_missing_debian_package_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path) -> None:
+    from vmlab import run as run_module
+
+    monkeypatch.setattr(run_module, "_SEARCH_PATH", str(tmp_path))  # nothing is installed here
+    with pytest.raises(MissingTool) as caught:
+        require_tools(["mkfs.vfat", "mcopy", "qemu-system-x86_64"])
+    message = str(caught.value)
+    assert "mkfs.vfat (Debian package dosfstools)" in message and "qemu-system-x86_64 (Debian package qemu-system-x86)" in message
+    assert message.endswith("apt-get install dosfstools mtools qemu-system-x86")
+
+
+def test_prune_removes_only_superseded_entries_nobody_holds(monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path) -> None:
+    from vmlab import housekeeping
+
+    def entry(kind: str, name: str, key: str) -> pathlib.Path:
+        path = cache.CacheEntry(tmp_path, kind, name, key).path
+        path.mkdir(parents=True)
+        (path / "payload").write_text(name)
+        return path
+
+    current = entry("trees", "bookworm-minbase", "1" * 64)
+    superseded = entry("trees", "bookworm-minbase", "2" * 64)
+    held = entry("images", "ext4", "3" * 64)
+    entry("images", "ext4", "4" * 64)
+    other = entry("trees", "someone-elses-tree", "5" * 64)
+    monkeypatch.setattr(housekeeping, "_current", lambda _cache: {("trees", "bookworm-minbase"): current,
+                                                                   ("images", "ext4"): tmp_path / "images" / f"ext4-{'4' * 16}"})
+    statuses = {info.path: info.status for info in housekeeping.entries(tmp_path)}
+    assert statuses[current] == "current" and statuses[superseded] == "superseded" and statuses[other] == "other"
+    with cache.locked(cache.CacheEntry(tmp_path, "images", "ext4", "3" * 64).lock_path, "test"):
+        assert housekeeping.prune(tmp_path) == [superseded]
+    assert current.exists() and held.exists() and other.exists() and not superseded.exists()

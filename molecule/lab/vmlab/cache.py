@@ -118,7 +118,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _remove_tree(path: Path) -> None:
+def remove_entry_dir(path: Path) -> None:
     """Rename aside first: a half-deleted entry must never look like an entry."""
     if not path.exists():
         return
@@ -190,7 +190,7 @@ class CacheEntry:
             if reason != "missing":
                 note(f"cache entry {self.path} is unusable ({reason}); rebuilding it")
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            _remove_tree(self.path)
+            remove_entry_dir(self.path)
             # Under the lock, any staging directory of this entry was left by a builder that died.
             for stale in self.path.parent.glob(f".staging-{self.path.name}-*"):
                 shutil.rmtree(stale, ignore_errors=True)

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from vmlab import qemu
+from vmlab.cache import locked
 from vmlab.errors import LabError
 from vmlab.images import Image
 from vmlab.run import note, run, spawn
@@ -67,6 +68,12 @@ def choose_accel(image: Image, cache: Path) -> str:
 
 
 def verdict(image: Image, cache: Path, force: bool = False) -> Verdict:
+    """The cached verdict for this host and boot kind, probing first (one prober at a time) when there is none."""
+    with locked(cache / "locks" / f"kvm-probe-{image.boot}.lock", "the KVM probe", timeout=PROBE_TIMEOUT * 10):
+        return _cached_or_probed(image, cache, force)
+
+
+def _cached_or_probed(image: Image, cache: Path, force: bool) -> Verdict:
     path = cache / "kvm" / f"verdict-{image.boot}.json"
     fingerprint = host_fingerprint()
     if not force and path.is_file():

@@ -129,7 +129,9 @@ def _build_tree(spec: TreeSpec, staging: Path, log: Path) -> None:
     what = f"building Debian tree {spec.name} ({spec.tool} {spec.suite} --variant={spec.variant})"
     if spec.tool == "mmdebstrap":
         mirrors = [str(path) for path in aptsources.files_serving(spec.suite)]
-        run_logged(in_private_namespace(mmdebstrap_argv(spec, output, mirrors)), log=log, timeout=BUILD_TIMEOUT, what=what)
+        # TMPDIR in the staging directory: the chroot of a killed mmdebstrap goes away with the staging directory.
+        run_logged(in_private_namespace(mmdebstrap_argv(spec, output, mirrors)), log=log, timeout=BUILD_TIMEOUT, what=what,
+                   env={"TMPDIR": str(staging)})
     else:
         mirror = aptsources.mirror_uri(spec.suite)
         target = staging / "tree"
