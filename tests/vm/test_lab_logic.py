@@ -407,8 +407,8 @@ def test_prune_removes_only_superseded_entries_nobody_holds(monkeypatch: pytest.
     held = entry("images", "ext4", "3" * 64)
     entry("images", "ext4", "4" * 64)
     other = entry("trees", "someone-elses-tree", "5" * 64)
-    monkeypatch.setattr(housekeeping, "_current", lambda _cache: {("trees", "bookworm-minbase"): current,
-                                                                   ("images", "ext4"): tmp_path / "images" / f"ext4-{'4' * 16}"})
+    known = {("trees", "bookworm-minbase"): current, ("images", "ext4"): tmp_path / "images" / f"ext4-{'4' * 16}"}
+    monkeypatch.setattr(housekeeping, "_current", lambda _cache: known)
     statuses = {info.path: info.status for info in housekeeping.entries(tmp_path)}
     assert statuses[current] == "current" and statuses[superseded] == "superseded" and statuses[other] == "other"
     with cache.locked(cache.CacheEntry(tmp_path, "images", "ext4", "3" * 64).lock_path, "test"):
