@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import pathlib
+import select
 import shutil
 import subprocess
 import sys
@@ -58,6 +59,11 @@ def test_two_processes_asking_for_one_entry_build_it_once(tmp_path: pathlib.Path
         second = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         lock = tmp_path / "locks" / f"things-shared-{'c' * 16}.lock"
         _wait_for(lambda: lock.read_text().strip() == str(first.pid), "the first builder to hold the lock")
+        assert second.stderr is not None
+        # The second reports at once when it finds the lock taken; only then may the first finish.
+        readable, _writable, _errors = select.select([second.stderr], [], [], 120)
+        assert readable, "the second process never reported waiting for the lock"
+        waiting = second.stderr.readline()
         gate.write_text("go")
         out_first, _err = first.communicate(timeout=120)
         out_second, err_second = second.communicate(timeout=120)
@@ -69,7 +75,7 @@ def test_two_processes_asking_for_one_entry_build_it_once(tmp_path: pathlib.Path
     assert first.returncode == 0 and second.returncode == 0, err_second
     assert out_first == out_second and out_first.strip().endswith(f"shared-{'c' * 16}")
     assert (tmp_path / "builds.log").read_text() == "build\n"
-    assert "waiting for cache entry" in err_second
+    assert waiting.startswith(f"lab: waiting for cache entry shared-{'c' * 16}: another process (pid {first.pid})")
 
 
 @pytest.mark.vm

@@ -11,7 +11,7 @@ import socket
 import subprocess
 from pathlib import Path
 
-from vmlab.run import command_env
+from vmlab.run import run_status
 from vmlab.sshkey import SSH_OPTIONS
 
 HOST = "127.0.0.1"
@@ -48,11 +48,7 @@ def banner_ready(port: int, host: str = HOST, timeout: float = 5.0) -> bool:
 
 def run_in_guest(target: SshTarget, command: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
     """Run `command` (an argv, quoted here for the guest's shell) in the guest; never raises for the remote exit status."""
-    try:
-        return subprocess.run(ssh_argv(target, shlex.join(command)), stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                              timeout=timeout, env=command_env(), check=False)
-    except subprocess.TimeoutExpired as exc:
-        return subprocess.CompletedProcess(exc.cmd, 255, "", f"ssh timed out after {timeout:.0f} s")
+    return run_status(ssh_argv(target, shlex.join(command)), timeout=timeout)
 
 
 def boot_id(target: SshTarget, timeout: float = 30.0) -> str | None:

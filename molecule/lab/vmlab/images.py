@@ -125,7 +125,7 @@ def _build(spec: Variant, cache: Path, staging: Path, log: Path) -> None:
     started = time.monotonic()
     tools = ["qemu-img", "tar"]
     tools += ["mkfs.ext4"] if spec.layout == "ext4" else ["mkfs.btrfs", "btrfs", "mkfs.vfat", "mcopy", "mmd", "sgdisk",
-                                                          "unshare", "mount", "losetup"]
+                                                          "unshare", "mount", "losetup", "bash"]
     require_tools(tools)
     tarball = rootfs.ensure_tree(spec.tree, cache=cache)
     tree = staging / "tree"

@@ -41,11 +41,12 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 def state_root(explicit: Path | None = None, cache: Path | None = None) -> Path:
     """--state-dir, else $IMMUTABLE_LAB_STATE, else <cache>/instances."""
+    # Absolute, because QEMU gets these paths and `down` recognises its QEMU by them from any directory.
     if explicit is not None:
-        return explicit
+        return explicit.absolute()
     if os.environ.get("IMMUTABLE_LAB_STATE"):
-        return Path(os.environ["IMMUTABLE_LAB_STATE"])
-    return (cache or cache_root()) / "instances"
+        return Path(os.environ["IMMUTABLE_LAB_STATE"]).absolute()
+    return ((cache or cache_root()) / "instances").absolute()
 
 
 def parse_size(text: str) -> int:
@@ -306,6 +307,7 @@ def wait_ssh(inst: Instance, timeout: float, previous_boot: str | None = None) -
     started = time.monotonic()
     deadline = started + timeout
     console_start = inst.console_log.stat().st_size if inst.console_log.exists() else 0
+    login_error = ""
     while True:
         if not inst.alive():
             raise BootFailed(f"{inst.name}: QEMU (pid {inst.pid}) exited before SSH answered",
@@ -313,11 +315,15 @@ def wait_ssh(inst: Instance, timeout: float, previous_boot: str | None = None) -
         if _console_since(inst.console_log, console_start, PANIC_MARKERS):
             raise BootFailed(f"{inst.name}: the guest kernel panicked", console_tail(inst.console_log), str(inst.console_log))
         if banner_ready(inst.ssh_port):
-            current = boot_id(inst.target, timeout=max(5.0, min(30.0, deadline - time.monotonic())))
-            if current is not None and current != previous_boot:
+            result = run_in_guest(inst.target, ["cat", "/proc/sys/kernel/random/boot_id"],
+                                  timeout=max(5.0, min(30.0, deadline - time.monotonic())))
+            current = result.stdout.strip() if result.returncode == 0 else ""
+            if current and current != previous_boot:
                 return time.monotonic() - started
+            login_error = result.stderr.strip()
         if time.monotonic() > deadline:
-            raise BootFailed(f"{inst.name}: no SSH answer within {timeout:.0f} s (port {inst.ssh_port}, {inst.accel})",
+            detail = f"; sshd answered but the login failed: {login_error}" if login_error else ""
+            raise BootFailed(f"{inst.name}: no SSH answer within {timeout:.0f} s (port {inst.ssh_port}, {inst.accel}){detail}",
                              console_tail(inst.console_log), str(inst.console_log))
         time.sleep(1.0)
 

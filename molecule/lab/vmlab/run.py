@@ -130,6 +130,15 @@ def run(cmd: Sequence[str], *, timeout: float, what: str | None = None, env: Map
     return out.decode("utf-8", "replace")
 
 
+def run_status(cmd: Sequence[str], *, timeout: float) -> subprocess.CompletedProcess[str]:
+    """Run a command whose exit status the caller judges (e.g. ssh to a guest that may be rebooting); rc 255 on timeout."""
+    try:
+        return subprocess.run(list(cmd), stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
+                              env=command_env(), check=False)
+    except subprocess.TimeoutExpired:
+        return subprocess.CompletedProcess(list(cmd), 255, "", f"no result within {timeout:.0f} s")
+
+
 def spawn(cmd: Sequence[str], *, log: Path) -> subprocess.Popen[bytes]:
     """Start a background command (its own session, output to `log`); the caller owns and reaps it."""
     with log.open("ab") as handle:
