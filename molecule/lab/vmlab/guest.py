@@ -1,0 +1,160 @@
+# Copyright: immutable.root contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""What runs inside a lab VM: the Debian trees it is made from and the files that make it a lab machine.
+
+Measured on this machine kind (field notes, "QEMU on this machine kind"): under TCG every unit costs seconds,
+so the guest is trimmed to what Ansible over SSH needs.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import uuid
+from pathlib import Path
+
+from vmlab.errors import LabError
+from vmlab.rootfs import TreeSpec
+
+HOSTNAME = "lab"
+PACKAGES = (
+    "linux-image-amd64", "initramfs-tools", "zstd", "systemd-sysv", "udev", "dbus", "openssh-server", "python3",
+    "btrfs-progs", "e2fsprogs", "pacman-package-manager", "iproute2", "procps",
+)
+# MODULES=most gives a 37 MB initrd: ~9 s to unpack under TCG and slow to load through rEFInd's btrfs driver.
+# The listed modules (with their dependencies) give ~8 MB and boot ext4 and btrfs roots on virtio disks.
+# crc32c_generic is a soft dependency of ext4 and btrfs that module dependency resolution does not follow.
+INITRAMFS_MODULES = ("virtio_pci", "virtio_blk", "virtio_scsi", "ext4", "btrfs", "crc32c_generic")
+INITRAMFS_MODULES_HOOK = f"""#!/bin/sh
+[ "$1" = prereqs ] && exit 0
+. /usr/share/initramfs-tools/hook-functions
+manual_add_modules {" ".join(INITRAMFS_MODULES)}
+"""
+
+
+def write_file_hook(relative: str, content: str, mode: int) -> str:
+    """A tree hook (shell, "$1" is the tree) that writes one file."""
+    path = f'"$1/{relative}"'
+    return (f'mkdir -p "$(dirname {path})" && printf %s {shlex.quote(content)} > {path} && chmod {mode:o} {path}')
+
+
+INITRAMFS_HOOK = " && ".join([
+    write_file_hook("etc/initramfs-tools/conf.d/lab-modules.conf", "MODULES=list\n", 0o644),
+    write_file_hook("etc/initramfs-tools/hooks/lab-modules", INITRAMFS_MODULES_HOOK, 0o755),
+])
+# debootstrap has no hook before the kernel's postinst builds the initrd, so split trees rebuild it afterwards.
+REBUILD_INITRAMFS = 'mount -t proc proc "$1/proc" && chroot "$1" update-initramfs -u -k all && umount "$1/proc"'
+ENABLE_NETWORKD = 'chroot "$1" systemctl enable systemd-networkd.service'
+
+VM_TREE = TreeSpec(name="bookworm-vm", packages=PACKAGES, essential_hooks=(INITRAMFS_HOOK,),
+                   customize_hooks=(ENABLE_NETWORKD,))
+VM_SPLIT_USR_TREE = TreeSpec(name="bookworm-vm-split-usr", tool="debootstrap", merged_usr=False, packages=PACKAGES,
+                             customize_hooks=(INITRAMFS_HOOK, REBUILD_INITRAMFS, ENABLE_NETWORKD))
+
+# Kernel arguments from the field notes' tuned boot (41 s to SSH instead of 65-70 s).
+KERNEL_TUNING = "console=ttyS0 quiet mitigations=off systemd.mask=e2scrub_reap.service"
+
+# Units that cost CPU under TCG at boot and do nothing for a throwaway VM.  e2scrub_reap alone took 44 s.
+MASKED_UNITS = (
+    "e2scrub_reap.service", "e2scrub_all.timer", "apt-daily.timer", "apt-daily-upgrade.timer", "dpkg-db-backup.timer",
+    "fstrim.timer", "systemd-networkd-wait-online.service", "systemd-pstore.service", "modprobe@drm.service",
+    "modprobe@efi_pstore.service", "modprobe@dm_mod.service", "modprobe@fuse.service", "sys-kernel-debug.mount",
+    "sys-kernel-tracing.mount", "dev-hugepages.mount", "getty@tty1.service",
+)
+
+READY_MARKER = "immutable-lab: ssh ready"
+READY_UNIT = f"""[Unit]
+Description=Tell the serial console that sshd is up (lab boot marker)
+After=ssh.service
+Requires=ssh.service
+
+[Service]
+Type=oneshot
+ExecStart=/bin/sh -c 'echo "{READY_MARKER} uptime=$(cut -d" " -f1 /proc/uptime)" > /dev/ttyS0'
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+NETWORK = """[Match]
+Name=en* eth*
+
+[Network]
+DHCP=ipv4
+IPv6AcceptRA=no
+LinkLocalAddressing=no
+"""
+
+# QEMU user networking answers DNS on 10.0.2.3; no resolver daemon runs in the guest.
+RESOLV_CONF = "nameserver 10.0.2.3\n"
+TMP_MOUNT = "tmpfs /tmp tmpfs nosuid,nodev,mode=1777 0 0\n"
+
+
+def fstab_ext4() -> str:
+    return "/dev/vda / ext4 rw,errors=remount-ro 0 1\n" + TMP_MOUNT
+
+
+def fstab_btrfs_subvol(subvol: str) -> str:
+    return f"PARTLABEL=ROOT / btrfs rw,subvol={subvol} 0 0\n" + TMP_MOUNT
+
+
+def _inside(tree: Path, relative: str) -> Path:
+    """Path of `relative` in `tree`, refusing any symlink on the way that leads out of the tree.
+
+    A Debian tree has absolute symlinks (e.g. /etc/resolv.conf -> /run/...): followed from the host they
+    would write to the host's own files.
+    """
+    real_tree = os.path.realpath(tree)
+    target = tree / relative.lstrip("/")
+    parent = os.path.realpath(target.parent)
+    if os.path.commonpath([real_tree, parent]) != real_tree:
+        raise LabError(f"{target.parent} leads outside the tree {tree}; refusing to write there")
+    return Path(parent) / target.name
+
+
+def write_file(tree: Path, relative: str, content: str, mode: int = 0o644) -> None:
+    path = _inside(tree, relative)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_symlink():
+        path.unlink()
+    path.write_text(content)
+    os.chmod(path, mode)
+
+
+def symlink(tree: Path, relative: str, points_to: str) -> None:
+    path = _inside(tree, relative)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_symlink() or path.exists():
+        path.unlink()
+    os.symlink(points_to, path)
+
+
+def configure(tree: Path, *, public_key: str, fstab: str) -> None:
+    """Turn an unpacked Debian tree into a lab guest (hostname, network, root's key, masks, boot marker)."""
+    write_file(tree, "etc/hostname", HOSTNAME + "\n")
+    write_file(tree, "etc/hosts", f"127.0.0.1 localhost\n127.0.1.1 {HOSTNAME}\n")
+    write_file(tree, "etc/systemd/network/20-lab-wired.network", NETWORK)
+    write_file(tree, "etc/resolv.conf", RESOLV_CONF)
+    # A read-only root needs a machine-id in the image; mmdebstrap and debootstrap leave it empty.
+    write_file(tree, "etc/machine-id", uuid.uuid4().hex + "\n", 0o444)
+    write_file(tree, "etc/fstab", fstab)
+    _inside(tree, "root/.ssh").mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(_inside(tree, "root/.ssh"), 0o700)
+    write_file(tree, "root/.ssh/authorized_keys", public_key.strip() + "\n", 0o600)
+    for unit in MASKED_UNITS:
+        symlink(tree, f"etc/systemd/system/{unit}", "/dev/null")
+    write_file(tree, "etc/systemd/system/lab-ready.service", READY_UNIT)
+    symlink(tree, "etc/systemd/system/multi-user.target.wants/lab-ready.service", "/etc/systemd/system/lab-ready.service")
+
+
+def kernel_and_initrd(tree: Path) -> tuple[Path, Path]:
+    """The tree's only kernel and initrd (Debian's /boot/vmlinuz-<version>, /boot/initrd.img-<version>)."""
+    kernels = sorted((tree / "boot").glob("vmlinuz-*"))
+    if len(kernels) != 1:
+        raise LabError(f"expected exactly one kernel in {tree / 'boot'}, found {[k.name for k in kernels]}")
+    version = kernels[0].name.removeprefix("vmlinuz-")
+    initrd = tree / "boot" / f"initrd.img-{version}"
+    if not initrd.is_file():
+        raise LabError(f"kernel {version} has no initrd in {tree / 'boot'}")
+    return kernels[0], initrd

@@ -1,0 +1,416 @@
+# Copyright: immutable.root contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Pure logic of the VM lab: content keys, manifests, apt sources, command lines, sizes, layouts. No root, no VM."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+import pytest
+
+from vmlab import aptsources, cache, gpt, guest, images, instance, qemu, refind, rootfs
+from vmlab.errors import LabError, MissingTool
+from vmlab.run import redact, require_tools
+
+# --- content keys ---------------------------------------------------------------------------------------------
+
+
+def test_content_key_ignores_dict_order_and_sees_every_value() -> None:
+    assert cache.content_key({"a": 1, "b": [1, 2]}) == cache.content_key({"b": [1, 2], "a": 1})
+    assert cache.content_key({"a": 1, "b": [1, 2]}) != cache.content_key({"a": 1, "b": [2, 1]})
+    assert len(cache.content_key({})) == 64
+
+
+@pytest.mark.parametrize("change", [
+    {"tool": "debootstrap"}, {"suite": "trixie"}, {"variant": "apt"}, {"packages": ("perl",)}, {"merged_usr": False},
+    {"customize_hooks": ("true",)},
+])
+def test_tree_key_changes_with_each_spec_field(change: dict[str, object]) -> None:
+    base = rootfs.TreeSpec(name="t")
+    changed = rootfs.TreeSpec(**{"name": "t", **change})  # type: ignore[arg-type]
+    assert base.key() != changed.key()
+
+
+def test_tree_key_ignores_package_order_and_duplicates_but_not_the_builder_version(monkeypatch: pytest.MonkeyPatch) -> None:
+    one = rootfs.TreeSpec(name="t", packages=("b", "a"))
+    assert one.key() == rootfs.TreeSpec(name="t", packages=("a", "b", "a")).key()
+    before = one.key()
+    monkeypatch.setattr(rootfs, "TREE_BUILDER_VERSION", rootfs.TREE_BUILDER_VERSION + 1)
+    assert one.key() != before
+
+
+def test_tree_spec_rejects_what_its_tool_cannot_do() -> None:
+    with pytest.raises(ValueError, match="essential hooks need mmdebstrap"):
+        rootfs.TreeSpec(name="t", tool="debootstrap", essential_hooks=("true",))
+    with pytest.raises(ValueError, match="tool must be one of"):
+        rootfs.TreeSpec(name="t", tool="cdebootstrap")
+    with pytest.raises(ValueError, match="non-empty file name"):
+        rootfs.TreeSpec(name="a/b")
+
+
+def test_image_key_follows_ssh_key_tree_and_refind() -> None:
+    spec = images.VARIANTS["btrfs-uefi"]
+    base = cache.content_key(images.key_fields(spec, "ssh-ed25519 AAAA one", "r1"))
+    assert base != cache.content_key(images.key_fields(spec, "ssh-ed25519 AAAA two", "r1"))
+    assert base != cache.content_key(images.key_fields(spec, "ssh-ed25519 AAAA one", "r2"))
+    ext4 = images.VARIANTS["ext4"]
+    assert "refind" not in images.key_fields(ext4, "k", None)
+    assert images.key_fields(ext4, "k", None)["tree"] != images.key_fields(images.VARIANTS["split-usr"], "k", None)["tree"]
+
+
+def test_cache_root_precedence() -> None:
+    assert cache.cache_root({"IMMUTABLE_ROOT_CACHE": "/c", "XDG_CACHE_HOME": "/x", "HOME": "/h"}) == pathlib.Path("/c")
+    assert cache.cache_root({"XDG_CACHE_HOME": "/x", "HOME": "/h"}) == pathlib.Path("/x/immutable-root")
+    assert cache.cache_root({"HOME": "/h"}) == pathlib.Path("/h/.cache/immutable-root")
+
+
+# --- manifests and entries ------------------------------------------------------------------------------------
+
+def test_manifest_round_trip_is_sha256sum_format() -> None:
+    sums = {"disk.qcow2": "a" * 64, "sub/x": "0123456789abcdef" * 4}
+    text = cache.format_manifest(sums)
+    assert text.splitlines()[0] == f"{'a' * 64}  disk.qcow2"
+    assert cache.parse_manifest(text) == sums
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("", "empty manifest"),
+    ("abc  file\n", "is not"),
+    (f"{'A' * 64}  file\n", "is not"),
+    (f"{'a' * 64} file\n", "is not"),
+    (f"{'a' * 64}  ../escape\n", "outside the entry"),
+    (f"{'a' * 64}  /abs\n", "outside the entry"),
+    (f"{'a' * 64}  x\n{'b' * 64}  x\n", "repeats"),
+])
+def test_manifest_parser_rejects_garbage(text: str, problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        cache.parse_manifest(text)
+
+
+def _entry(tmp_path: pathlib.Path) -> pathlib.Path:
+    entry = tmp_path / "entry"
+    (entry / "sub").mkdir(parents=True)
+    (entry / "a").write_bytes(b"alpha")
+    (entry / "sub" / "b").write_bytes(b"beta")
+    cache.write_manifest(entry)
+    return entry
+
+
+def test_verify_entry_accepts_intact_and_names_each_kind_of_damage(tmp_path: pathlib.Path) -> None:
+    entry = _entry(tmp_path)
+    assert cache.verify_entry(entry) is None
+    assert cache.verify_entry(tmp_path / "nothing") == "missing"
+    (entry / "sub" / "b").write_bytes(b"betA")
+    assert cache.verify_entry(entry) == "checksum mismatch for sub/b"
+    (entry / "sub" / "b").unlink()
+    assert "missing ['sub/b']" in str(cache.verify_entry(entry))
+    (entry / "sub" / "b").write_bytes(b"beta")
+    (entry / "stray").write_bytes(b"")
+    assert "unexpected ['stray']" in str(cache.verify_entry(entry))
+    (entry / "stray").unlink()
+    (entry / cache.MANIFEST).unlink()
+    assert cache.verify_entry(entry) == "no SHA256SUMS"
+
+
+def test_ensure_builds_once_then_reuses_and_rebuilds_a_corrupt_entry(tmp_path: pathlib.Path) -> None:
+    builds: list[pathlib.Path] = []
+
+    def build(staging: pathlib.Path) -> None:
+        builds.append(staging)
+        (staging / "payload").write_text(f"build {len(builds)}")
+
+    entry = cache.CacheEntry(tmp_path, "things", "demo", "f" * 64)
+    path = entry.ensure(build)
+    assert path == tmp_path / "things" / f"demo-{'f' * 16}" and (path / "payload").read_text() == "build 1"
+    assert entry.ensure(build) == path and len(builds) == 1
+    (path / "payload").write_text("bit rot")
+    assert entry.ensure(build) == path and (path / "payload").read_text() == "build 2"
+    assert not list(path.parent.glob(".staging-*")) and not list(path.parent.glob(".trash-*"))
+
+
+def test_a_failed_build_publishes_nothing_and_leaves_no_staging(tmp_path: pathlib.Path) -> None:
+    def build(staging: pathlib.Path) -> None:
+        (staging / "half").write_text("half")
+        raise LabError("builder broke")
+
+    entry = cache.CacheEntry(tmp_path, "things", "demo", "e" * 64)
+    with pytest.raises(LabError, match="builder broke"):
+        entry.ensure(build)
+    assert not entry.path.exists() and not list(entry.path.parent.glob(".staging-*"))
+
+
+def test_staging_left_by_a_dead_builder_is_removed_by_the_next(tmp_path: pathlib.Path) -> None:
+    entry = cache.CacheEntry(tmp_path, "things", "demo", "d" * 64)
+    stale = entry.path.with_name(f".staging-{entry.path.name}-999999")
+    stale.mkdir(parents=True)
+    (stale / "junk").write_text("x")
+
+    def build(staging: pathlib.Path) -> None:
+        (staging / "ok").write_text("ok")
+
+    entry.ensure(build)
+    assert not stale.exists() and cache.verify_entry(entry.path) is None
+
+
+# --- host apt sources (no mirror names here: file: URIs only) ----------------------------------------------------
+
+DEB822 = """# the host's sources
+Types: deb
+URIs: file:/srv/mirror/debian
+Suites: bookworm bookworm-updates
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb deb-src
+URIs: file:/srv/mirror/security
+Suites: bookworm-security
+Components: main contrib
+
+Enabled: no
+Types: deb
+URIs: file:/srv/disabled
+Suites: trixie
+Components: main
+"""
+
+
+def test_deb822_parsing_handles_comments_lists_and_enabled_flag() -> None:
+    sources = aptsources.parse_deb822(DEB822)
+    assert [s.uris for s in sources] == [("file:/srv/mirror/debian",), ("file:/srv/mirror/security",), ("file:/srv/disabled",)]
+    assert sources[0].serves("bookworm") and sources[0].serves("bookworm-updates") and not sources[0].serves("trixie")
+    assert not sources[2].serves("trixie")  # Enabled: no
+    assert sources[1].types == ("deb", "deb-src")
+
+
+def test_one_line_parsing_skips_options_comments_and_deb_src() -> None:
+    text = "# comment\ndeb [signed-by=/k.gpg arch=amd64] file:/srv/m bookworm main contrib\ndeb-src file:/srv/m bookworm main\n\n"
+    sources = aptsources.parse_one_line(text)
+    assert sources[0].uris == ("file:/srv/m",) and sources[0].suites == ("bookworm",) and sources[0].serves("bookworm")
+    assert not sources[1].serves("bookworm")
+
+
+def test_mirror_and_source_files_come_from_the_given_root(tmp_path: pathlib.Path) -> None:
+    (tmp_path / "etc/apt/sources.list.d").mkdir(parents=True)
+    (tmp_path / "etc/apt/sources.list").write_text("# empty\n")
+    (tmp_path / "etc/apt/sources.list.d/debian.sources").write_text(DEB822)
+    (tmp_path / "etc/apt/sources.list.d/other.list.disabled").write_text("deb file:/nope bookworm main\n")
+    assert aptsources.mirror_uri("bookworm", tmp_path) == "file:/srv/mirror/debian"
+    assert aptsources.files_serving("bookworm", tmp_path) == [tmp_path / "etc/apt/sources.list.d/debian.sources"]
+    with pytest.raises(LabError, match="no apt source for 'sid' main"):
+        aptsources.mirror_uri("sid", tmp_path)
+
+
+def test_printed_commands_hide_the_mirror() -> None:
+    assert redact("debootstrap bookworm /t file:/srv/m", ["file:/srv/m"]) == "debootstrap bookworm /t <host apt mirror>"
+
+
+# --- builder command lines ------------------------------------------------------------------------------------
+
+def test_mmdebstrap_argv() -> None:
+    spec = rootfs.TreeSpec(name="t", packages=("b", "a"), merged_usr=False, essential_hooks=("e",), customize_hooks=("c",))
+    argv = rootfs.mmdebstrap_argv(spec, pathlib.Path("/out/rootfs.tar"), ["/etc/apt/sources.list.d/debian.sources"])
+    assert argv[:3] == ["mmdebstrap", "--mode=root", "--variant=minbase"]
+    assert "--include=a,b" in argv and f"--hook-dir={rootfs.MMDEBSTRAP_NO_MERGED_USR_HOOK}" in argv
+    assert "--essential-hook=e" in argv and "--customize-hook=c" in argv
+    assert argv[-3:] == ["bookworm", "/out/rootfs.tar", "/etc/apt/sources.list.d/debian.sources"]
+
+
+def test_debootstrap_argv_for_the_split_usr_host_tree() -> None:
+    argv = rootfs.debootstrap_argv(rootfs.SPLIT_USR_TREE, pathlib.Path("/t"), "file:/srv/m")
+    assert argv == ["debootstrap", "--variant=minbase", "--no-merged-usr", "--include=libfile-find-rule-perl,perl",
+                    "bookworm", "/t", "file:/srv/m"]
+
+
+def test_builders_run_in_a_private_mount_namespace() -> None:
+    assert rootfs.in_private_namespace(["x"]) == ["unshare", "--mount", "--propagation", "private", "x"]
+
+
+def _cfg(tmp: pathlib.Path, accel: str = "tcg", boot: qemu.DirectBoot | qemu.UefiBoot | None = None) -> qemu.VmConfig:
+    return qemu.VmConfig(
+        name="box,1", accel=accel, cpus=2, memory_mib=1024,
+        boot=boot or qemu.DirectBoot(tmp / "vmlinuz", tmp / "initrd.img", "root=/dev/vda rw quiet"),
+        drives=(qemu.Drive(tmp / "a,b.qcow2", "lab-root"), qemu.Drive(tmp / "d.qcow2", "lab-disk-1")),
+        ssh_port=2222, console_log=tmp / "console.log", pidfile=tmp / "qemu.pid", qmp_socket=tmp / "qmp.sock")
+
+
+def test_qemu_argv_tcg_direct_boot(tmp_path: pathlib.Path) -> None:
+    argv = qemu.qemu_argv(_cfg(tmp_path))
+    joined = " ".join(argv)
+    assert argv[0] == "qemu-system-x86_64" and "-daemonize" in argv and "-nodefaults" in argv
+    assert "-accel tcg,tb-size=256 -cpu max -smp 2 -m 1024" in joined
+    assert argv[argv.index("-append") + 1] == "root=/dev/vda rw quiet"
+    assert "hostfwd=tcp:127.0.0.1:2222-:22" in joined  # loopback only
+    assert f"file={tmp_path}/a,,b.qcow2,if=none,id=drive0" in joined  # comma doubled
+    assert joined.index("serial=lab-root") < joined.index("serial=lab-disk-1")  # the root disk is vda
+    assert argv[argv.index("-pidfile") + 1] == str(tmp_path / "qemu.pid")
+
+
+def test_qemu_argv_kvm_uefi(tmp_path: pathlib.Path) -> None:
+    argv = qemu.qemu_argv(_cfg(tmp_path, "kvm", qemu.UefiBoot(pathlib.Path("/fw/CODE.fd"), tmp_path / "vars.fd")))
+    joined = " ".join(argv)
+    assert "-accel kvm -cpu host,-arch-capabilities" in joined and "-kernel" not in argv
+    assert "if=pflash,format=raw,unit=0,readonly=on,file=/fw/CODE.fd" in joined
+    assert f"if=pflash,format=raw,unit=1,file={tmp_path}/vars.fd" in joined
+    with pytest.raises(ValueError):
+        qemu.accel_args("hvf")
+
+
+def test_qemu_process_check_refuses_processes_that_are_not_our_qemu(tmp_path: pathlib.Path) -> None:
+    assert not qemu.is_our_qemu(os.getpid(), tmp_path / "qemu.pid", None)
+    assert not qemu.terminate(os.getpid(), tmp_path / "qemu.pid", None)  # and so it is not signalled
+    assert qemu.start_ticks(os.getpid()) == qemu.start_ticks(os.getpid())
+
+
+# --- instance helpers -----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, size", [("1G", 1 << 30), ("512M", 512 << 20), ("2GiB", 2 << 30), ("1048576", 1 << 20), ("1t", 1 << 40)])
+def test_parse_size(text: str, size: int) -> None:
+    assert instance.parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["", "G", "1.5G", "1P", "-1G", "1K"])
+def test_parse_size_rejects(text: str) -> None:
+    with pytest.raises(LabError):
+        instance.parse_size(text)
+
+
+@pytest.mark.parametrize("name, ok", [("box1", True), ("lab_smoke-1.a", True), ("Box", False), ("-x", False), ("a/b", False),
+                                      ("x" * 41, False)])
+def test_instance_names(name: str, ok: bool) -> None:
+    if ok:
+        assert instance.check_name(name) == name
+    else:
+        with pytest.raises(LabError):
+            instance.check_name(name)
+
+
+def test_console_text_is_cleaned_of_terminal_escapes() -> None:
+    raw = "\x1b[2J\x1b[01;01HBdsDxe: loading\r\n\x1b[1m\x1b[37mrEFInd\x1b[0m\r\nlab login: \x07"
+    assert instance.clean_console(raw) == "BdsDxe: loading\nrEFInd\nlab login: "
+
+
+def test_instance_json_round_trip(tmp_path: pathlib.Path) -> None:
+    inst = instance.Instance(name="b", variant="ext4", state_dir=tmp_path, image=tmp_path / "img", accel="tcg", cpus=2,
+                             memory_mib=1024, ssh_port=2222, ssh_key=tmp_path / "k", console_log=tmp_path / "c",
+                             pidfile=tmp_path / "p", qmp_socket=tmp_path / "q", overlays=[tmp_path / "o"], disks=[],
+                             qemu_argv=["qemu-system-x86_64"], pid=42, pid_start_ticks=7)
+    data = inst.to_json()
+    assert data["ssh"] == {"host": "127.0.0.1", "port": 2222, "user": "root", "key": str(tmp_path / "k")}
+    assert instance.Instance.from_json(data) == inst
+
+
+# --- disk layout and guest files ------------------------------------------------------------------------------
+
+def test_gpt_layout_is_aligned_and_leaves_room_for_the_backup_table() -> None:
+    layout = gpt.gpt_layout(64, 4096)
+    assert layout.esp_start == 2048 and layout.root_start == layout.esp_end + 1 and layout.root_start % 2048 == 0
+    assert layout.total_sectors - layout.root_end - 1 >= 33
+    assert layout.root_bytes == 4096 << 20
+    argv = gpt.sgdisk_argv(layout, pathlib.Path("/d.raw"))
+    assert "--change-name=2:ROOT" in argv and "--typecode=1:ef00" in argv
+    with pytest.raises(ValueError):
+        gpt.gpt_layout(16, 4096)
+
+
+def test_copy_sparse_into_writes_data_at_the_offset_and_keeps_holes(tmp_path: pathlib.Path) -> None:
+    source, disk = tmp_path / "part", tmp_path / "disk"
+    with source.open("wb") as handle:
+        handle.truncate(8 << 20)
+        handle.seek(5 << 20)
+        handle.write(b"payload")
+    with disk.open("wb") as handle:
+        handle.truncate(16 << 20)
+    gpt.copy_sparse_into(source, disk, 1 << 20)
+    data = disk.read_bytes()
+    assert data[(6 << 20):(6 << 20) + 7] == b"payload" and data.count(0) == len(data) - 7
+    assert disk.stat().st_blocks * 512 < 2 << 20
+
+
+def test_refind_conf_boots_subvolume_at_of_partition_root() -> None:
+    conf = refind.refind_conf(images.uefi_kernel_args())
+    assert "scanfor manual" in conf and "volume  ROOT" in conf and "loader  /@/vmlinuz" in conf
+    assert 'options "root=PARTLABEL=ROOT rootflags=subvol=@ rw ' in conf
+
+
+def test_guest_files_never_follow_a_symlink_out_of_the_tree(tmp_path: pathlib.Path) -> None:
+    tree, outside = tmp_path / "tree", tmp_path / "host-run"
+    (tree / "etc").mkdir(parents=True)
+    outside.mkdir()
+    (outside / "resolv.conf").write_text("host's own\n")
+    os.symlink(outside / "resolv.conf", tree / "etc/resolv.conf")  # as Debian's absolute /run/... link would
+    os.symlink(outside, tree / "root")
+    guest.write_file(tree, "etc/resolv.conf", guest.RESOLV_CONF)
+    assert (outside / "resolv.conf").read_text() == "host's own\n"
+    assert not (tree / "etc/resolv.conf").is_symlink() and (tree / "etc/resolv.conf").read_text() == guest.RESOLV_CONF
+    with pytest.raises(LabError, match="leads outside the tree"):
+        guest.write_file(tree, "root/.ssh/authorized_keys", "key")
+    assert list(outside.iterdir()) == [outside / "resolv.conf"]
+
+
+def test_configure_makes_a_lab_guest(tmp_path: pathlib.Path) -> None:
+    tree = tmp_path / "tree"
+    (tree / "etc/systemd/system").mkdir(parents=True)
+    guest.configure(tree, public_key="ssh-ed25519 AAAA lab", fstab=guest.fstab_ext4())
+    assert (tree / "root/.ssh/authorized_keys").read_text() == "ssh-ed25519 AAAA lab\n"
+    assert (tree / "root/.ssh/authorized_keys").stat().st_mode & 0o777 == 0o600
+    assert len((tree / "etc/machine-id").read_text().strip()) == 32
+    assert os.readlink(tree / "etc/systemd/system/e2scrub_reap.service") == "/dev/null"
+    assert "tmpfs /tmp tmpfs" in (tree / "etc/fstab").read_text()
+    assert (tree / "etc/systemd/system/multi-user.target.wants/lab-ready.service").is_symlink()
+
+
+def test_initramfs_hook_writes_the_module_list(tmp_path: pathlib.Path) -> None:
+    from vmlab.run import run
+
+    run(["sh", "-euc", guest.INITRAMFS_HOOK, "sh", str(tmp_path)], timeout=30)
+    assert (tmp_path / "etc/initramfs-tools/conf.d/lab-modules.conf").read_text() == "MODULES=list\n"
+    hook = tmp_path / "etc/initramfs-tools/hooks/lab-modules"
+    assert hook.read_text() == guest.INITRAMFS_MODULES_HOOK and os.access(hook, os.X_OK)
+
+
+def test_missing_tools_are_named_with_their_debian_package() -> None:
+    with pytest.raises(MissingTool) as caught:
+        require_tools(["mkfs.ext4", "no-such-tool-anywhere", "ls"])
+    assert "no-such-tool-anywhere (Debian package ?)" in str(caught.value)
+    assert "mkfs.ext4" not in str(caught.value)
+
+
+def test_unknown_variant_lists_the_choices() -> None:
+    with pytest.raises(LabError, match="choose one of ext4, split-usr, btrfs-uefi"):
+        images.variant("zfs")
+
+
+def test_missing_debian_package_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path) -> None:
+    from vmlab import run as run_module
+
+    monkeypatch.setattr(run_module, "_SEARCH_PATH", str(tmp_path))  # nothing is installed here
+    with pytest.raises(MissingTool) as caught:
+        require_tools(["mkfs.vfat", "mcopy", "qemu-system-x86_64"])
+    message = str(caught.value)
+    assert "mkfs.vfat (Debian package dosfstools)" in message and "qemu-system-x86_64 (Debian package qemu-system-x86)" in message
+    assert message.endswith("apt-get install dosfstools mtools qemu-system-x86")
+
+
+def test_prune_removes_only_superseded_entries_nobody_holds(monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path) -> None:
+    from vmlab import housekeeping
+
+    def entry(kind: str, name: str, key: str) -> pathlib.Path:
+        path = cache.CacheEntry(tmp_path, kind, name, key).path
+        path.mkdir(parents=True)
+        (path / "payload").write_text(name)
+        return path
+
+    current = entry("trees", "bookworm-minbase", "1" * 64)
+    superseded = entry("trees", "bookworm-minbase", "2" * 64)
+    held = entry("images", "ext4", "3" * 64)
+    entry("images", "ext4", "4" * 64)
+    other = entry("trees", "someone-elses-tree", "5" * 64)
+    known = {("trees", "bookworm-minbase"): current, ("images", "ext4"): tmp_path / "images" / f"ext4-{'4' * 16}"}
+    monkeypatch.setattr(housekeeping, "_current", lambda _cache: known)
+    statuses = {info.path: info.status for info in housekeeping.entries(tmp_path)}
+    assert statuses[current] == "current" and statuses[superseded] == "superseded" and statuses[other] == "other"
+    with cache.locked(cache.CacheEntry(tmp_path, "images", "ext4", "3" * 64).lock_path, "test"):
+        assert housekeeping.prune(tmp_path) == [superseded]
+    assert current.exists() and held.exists() and other.exists() and not superseded.exists()
