@@ -374,16 +374,25 @@ class _Classifier:
                     value(node), value(other)))
             self.children(src, dst, node)
         elif node.kind == "link" and meaning(src, node.target, self.mapping) == dst:
-            self.add("equivalent_symlink", src, dst, node)
+            self.equivalent(src, dst, node, other)
         elif is_broken(node):
             self.broken_source(src, dst, node, other)
         else:
             self.conflict(src, dst, node, other, "%s is a directory and %s is not" % (show(dst), show(src)))
 
+    def equivalent(self, src: str, dst: str, node: Node, other: Node) -> None:
+        """Two names for one thing once merged. One may dangle now because its target is not merged yet (an
+        interrupted run's symlink in /usr, say); afterwards it reads like the other."""
+        self.add("equivalent_symlink", src, dst, node)
+        if is_broken(node) and not is_broken(other):
+            self.overrides[src] = value(other)
+        elif is_broken(other) and not is_broken(node):
+            self.overrides[dst] = value(node)
+
     def onto_symlink(self, src: str, dst: str, node: Node, other: Node) -> None:
         dst_meaning = meaning(dst, other.target, self.mapping)
         if node.kind == "link" and meaning(src, node.target, self.mapping) in (dst, dst_meaning):
-            self.add("equivalent_symlink", src, dst, node)
+            self.equivalent(src, dst, node, other)
         elif dst_meaning == dst and node.kind == "dir":
             self.conflict(src, dst, node, other, "%s is a symlink to the directory %s" % (show(dst), show(src)))
         elif dst_meaning == dst:
@@ -407,7 +416,7 @@ class _Classifier:
         # resolve alike are not: one may lead through the other, and merging them would make a loop.)
         if node.kind == "link" and (meaning(src, node.target, self.mapping) == dst or (
                 not is_broken(node) and node.resolved == value(other))):
-            self.add("equivalent_symlink", src, dst, node)
+            self.equivalent(src, dst, node, other)
         elif node.kind == "dir":
             self.conflict(src, dst, node, other, "%s is a directory and %s is not" % (show(src), show(dst)))
         elif is_broken(node):

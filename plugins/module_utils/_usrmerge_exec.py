@@ -157,7 +157,7 @@ class Executor:
         self.hasher = Hasher()
         self.done: t.List[Action] = []
         self.staged: t.List[t.Tuple[str, bool]] = []  # (destination, replaces an existing entry)
-        self.old: t.List[str] = []  # directories swapped out, removed by finish()
+        self.old: t.List[t.Tuple[str, str]] = []  # (directory, its old self swapped out), removed by finish()
         self.devices: t.Dict[int, str] = {}
 
     def close(self) -> None:
@@ -187,14 +187,12 @@ class Executor:
             elif lstat(parent_fd, name) is not None:
                 os.unlink(name, dir_fd=parent_fd)
         if self.plan.cleanup:
-            self._sync("", "usr")
             self._record("remove_leftover")
             step_boundary("usrmerge.cleanup")
         if self.plan.remove_skip_flag:
             etc_fd = self.dirs.get(parent(SKIP_FLAG))
             if lstat(etc_fd, SKIP_FLAG.rpartition("/")[2]) is not None:
                 os.unlink(SKIP_FLAG.rpartition("/")[2], dir_fd=etc_fd)
-                os.fsync(etc_fd)
             self._record("remove_skip_flag")
             step_boundary("usrmerge.skip_flag")
         self.backups()
@@ -204,11 +202,11 @@ class Executor:
         self.exchange()
 
     def finish(self) -> None:
-        for path in self.old:
+        """Remove the old directories, then one full commit: a swap is durable before the module says changed."""
+        for owner, path in self.old:
             parent_fd = self.dirs.get(parent(path))
             remove_tree(parent_fd, path.rpartition("/")[2])
-            os.fsync(parent_fd)
-            step_boundary("usrmerge.removed %s" % show(path))
+            step_boundary("usrmerge.removed old %s" % show(owner))
         self._sync("", "usr")
 
     def probe_exchange(self) -> None:
@@ -336,6 +334,9 @@ class Executor:
         rename_noreplace(dst_fd, staging, name)
 
     def create(self) -> None:
+        # Copies of one inode become hard links of one copy, as they were; an identical file already in /usr
+        # (left by an interrupted run) counts as that copy.
+        copies = {(op.node.dev, op.node.ino): op.dst for op in self.plan.ops if op.kind == "duplicate"}
         for op in self.plan.ops:
             if op.create == "mkdir":
                 self.make_directory(op)
@@ -345,12 +346,23 @@ class Executor:
                 check_identity(lstat(src_fd, src_name), op.node, op.src)
                 # A new symlink is whole when it appears; anything else waits under a staging name for the sync.
                 staged = op.over or op.create != "symlink"
+                target = PREFIX + name if staged else name
                 if staged:
                     self.staged.append((op.dst, op.over))
-                self.fill(src_fd, src_name, op.node, dst_fd, PREFIX + name if staged else name, op.create,
-                          op.symlink_text)
-        self._sync("", "usr")
+                first = copies.get((op.node.dev, op.node.ino)) if op.create in ("copy", "special") else None
+                if first is not None:
+                    self.link_copy(first, dst_fd, target)
+                    continue
+                self.fill(src_fd, src_name, op.node, dst_fd, target, op.create, op.symlink_text)
+                if op.create in ("copy", "special"):
+                    copies[(op.node.dev, op.node.ino)] = parent(op.dst) + "/" + target
+        if any(op.create == "copy" for op in self.plan.ops):
+            self._sync("", "usr")  # copied data is on disk before any name shows it
         step_boundary("usrmerge.staged")
+
+    def link_copy(self, first: str, dst_fd: int, name: str) -> None:
+        os.link(first.rpartition("/")[2], name, src_dir_fd=self.dirs.get(parent(first)), dst_dir_fd=dst_fd,
+                follow_symlinks=False)
 
     def publish(self) -> None:
         """Staged entries take their names only now, after the sync: a name never shows a torn copy."""
@@ -365,7 +377,6 @@ class Executor:
                 fd = self.dirs.get(op.dst)
                 os.fchown(fd, op.node.uid, op.node.gid)
                 os.fchmod(fd, op.node.mode)
-        self._sync("", "usr")
         step_boundary("usrmerge.published")
 
     def replace_sources(self) -> None:
@@ -376,6 +387,8 @@ class Executor:
             check_identity(lstat(fd, name), op.node, op.src)
             os.symlink(relative(op.dst, parent(op.src)), PREFIX + name, dir_fd=fd)
             os.rename(PREFIX + name, name, src_dir_fd=fd, dst_dir_fd=fd)
+        # A full commit before the swaps: fsync of a directory alone (btrfs's log tree) could make a swap
+        # durable without the links and copies it depends on.
         self._sync("", "usr")
         self._record("merge")
         step_boundary("usrmerge.sources")
@@ -401,15 +414,12 @@ class Executor:
             fd, name = self.dirs.get(parent(source.path)), source.path.rpartition("/")[2]
             os.symlink(source.link_text, PREFIX + name, dir_fd=fd)
             renameat2(fd, PREFIX + name, fd, name, RENAME_EXCHANGE)
-            os.fsync(fd)
-            self.old.append(parent(source.path) + "/" + PREFIX + name if parent(source.path) else PREFIX + name)
+            self.old.append((source.path, (parent(source.path) + "/" if parent(source.path) else "") + PREFIX + name))
             self._record("replace_with_symlink", show(source.path))
             step_boundary("usrmerge.exchanged %s" % show(source.path))
         for path, text in self.plan.layout.new_links:
             fd, name = self.dirs.get(parent(path)), path.rpartition("/")[2]
             os.symlink(text, PREFIX + name, dir_fd=fd)
             rename_noreplace(fd, PREFIX + name, name)
-            os.fsync(fd)
             self._record("symlink", show(path))
             step_boundary("usrmerge.symlink %s" % show(path))
-        self._sync("", "usr")

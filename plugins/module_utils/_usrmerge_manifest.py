@@ -159,7 +159,45 @@ def expected(plan: Plan, manifest: t.Mapping[str, t.Tuple[str, str]]) -> t.Dict[
 
 
 def after(root_fd: int, paths: t.Iterable[str], hasher: Hasher, mapping: t.Mapping[str, str]) -> t.Dict[str, str]:
-    return {path: measure(root_fd, path, hasher, mapping)[0] for path in paths}
+    """measure() of every path; the directory holding a run of siblings is resolved only once."""
+    found = {}
+    current: t.Optional[t.Tuple[str, int]] = None  # (parent path, descriptor of what it resolves to)
+    try:
+        for path in paths:
+            head, _slash, name = path.rpartition("/")
+            if current is None or current[0] != head:
+                if current is not None and current[1] >= 0:
+                    os.close(current[1])
+                current = (head, _open_physical(root_fd, head, hasher, mapping))
+            st = None
+            if current[1] >= 0:
+                try:
+                    st = os.stat(name, dir_fd=current[1], follow_symlinks=False)
+                except FileNotFoundError:
+                    st = None
+            if st is None or stat.S_ISLNK(st.st_mode):
+                found[path] = measure(root_fd, path, hasher, mapping)[0]
+            else:
+                found[path] = hasher.value(current[1], name, st)
+    finally:
+        if current is not None and current[1] >= 0:
+            os.close(current[1])
+    return found
+
+
+def _open_physical(root_fd: int, path: str, hasher: Hasher, mapping: t.Mapping[str, str]) -> int:
+    """A descriptor of the directory path resolves to inside the root, or -1."""
+    found, physical = measure(root_fd, path, hasher, mapping)
+    if not found.startswith("dir "):
+        return -1
+    fd = os.dup(root_fd)
+    for name in (part for part in physical.split("/") if part):
+        try:
+            child = os.open(name, O_DIR, dir_fd=fd)
+        finally:
+            os.close(fd)
+        fd = child
+    return fd
 
 
 def differences(wanted: t.Mapping[str, str], found: t.Mapping[str, str]) -> t.List[str]:

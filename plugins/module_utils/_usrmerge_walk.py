@@ -10,6 +10,7 @@ so a symlink planted anywhere in the tree is seen as a symlink and never followe
 from __future__ import annotations
 
 import collections
+import errno
 import os
 import stat
 import typing as t
@@ -31,9 +32,16 @@ def open_root(root: str) -> int:
 def open_relative(root_fd: int, path: str) -> int:
     """A descriptor of the directory at path below root_fd; fails (ELOOP, ENOTDIR) rather than follow a link."""
     fd = os.dup(root_fd)
+    walked = []
     for name in (part for part in path.split("/") if part):
+        walked.append(name)
         try:
             child = os.open(name, O_DIR, dir_fd=fd)
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise UsrMergeError("%s is not a directory any more (a symlink or file took its place during the "
+                                    "run); not following it" % show("/".join(walked)))
+            raise
         finally:
             os.close(fd)
         fd = child
