@@ -13,7 +13,7 @@ description:
   - Merges the directories of a split root (C(/bin), C(/sbin), C(/lib), C(/lib64), ...) into their
     C(/usr) counterparts and replaces each one with a symlink (C(bin -> usr/bin)), the I(/usr merge) of
     Debian, Fedora, Arch and Gentoo. Works on the running system or on an offline image tree (O(root)).
-  - Plans first, from an lstat snapshot: every entry is classified (moved, identical duplicate, equivalent
+  - Plans first, from an lstat snapshot. Every entry is classified (moved, identical duplicate, equivalent
     symlink, symlink in C(/usr) pointing back to the root copy, dangling symlink, directory to merge,
     differing conflict) and every conflict is reported before anything is touched.
   - Every old path resolves to the same content at every instant. Files are hard-linked (same filesystem)
@@ -97,8 +97,8 @@ notes:
   - A separate C(/usr) filesystem gets copies rather than hard links; the free space (and inodes) it needs are
     checked before anything is touched. A C(/usr) that is a bind mount of the root's filesystem is detected
     only when the first hard link fails, and copies are then made without that check.
-  - Take a snapshot first when you can (for example with M(immutable.root.btrfs_generation)): the merge has no
-    undo, like Debian's and Gentoo's tools.
+  - Take a snapshot first when you can (a btrfs snapshot, for example); like Debian's and Gentoo's tools, the
+    merge has no undo.
   - Debian's C(/etc/shells) entries for C(/usr/bin/sh) and friends (C(convert-etc-shells)) are not added.
 seealso:
   - name: Debian usrmerge
@@ -208,8 +208,10 @@ from ansible_collections.immutable.root.plugins.module_utils._actions import as_
 from ansible_collections.immutable.root.plugins.module_utils._errors import ImmutableRootError, ParameterError
 from ansible_collections.immutable.root.plugins.module_utils._paths import validate_path
 from ansible_collections.immutable.root.plugins.module_utils._usrmerge import (
-    ALLOWED, CONFLICT_MODES, SKIP_FLAG_MODES, Request, UsrMergeError, check_space, layout_state, plan_usrmerge,
-    predicted_tops, remaining_work, show, shown_names, symlinks,
+    ALLOWED, CONFLICT_MODES, SKIP_FLAG_MODES, Request, UsrMergeError, plan_usrmerge, show,
+)
+from ansible_collections.immutable.root.plugins.module_utils._usrmerge_state import (
+    check_space, layout_state, predicted_tops, remaining_work, shown_names, symlinks,
 )
 from ansible_collections.immutable.root.plugins.module_utils._usrmerge_exec import Executor
 from ansible_collections.immutable.root.plugins.module_utils._usrmerge_manifest import (

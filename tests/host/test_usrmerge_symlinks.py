@@ -77,9 +77,9 @@ def reference(pool: BtrfsPool, tmp_path_factory: pytest.TempPathFactory) -> Refe
         started = time.perf_counter()
         finish(process, args_file)
         changing = time.perf_counter() - started
-    return Reference(pool, [line.split(" ", 1)[1] for line in trace.read_text().splitlines()], changing,
-                     tree_manifest(pool.view("reference")), originals, resolve_in_chroot(pool.view("pristine"),
-                                                                                          originals))
+    steps = [line.split(" ", 1)[1] for line in trace.read_text().splitlines()]
+    resolved = resolve_in_chroot(pool.view("pristine"), originals)
+    return Reference(pool, steps, changing, tree_manifest(pool.view("reference")), originals, resolved)
 
 
 @contextlib.contextmanager
@@ -298,8 +298,8 @@ def build_small_tree(ns: MountNamespace, root: pathlib.Path, view: pathlib.Path)
     os.setxattr(view / "bin/cap", "trusted.immutable-root", b"42")
 
 
-def test_copies_into_a_separate_usr_keep_owners_modes_links_and_attributes(pool: BtrfsPool,
-                                                                            tmp_path: pathlib.Path) -> None:
+def test_copies_into_a_separate_usr_keep_owners_modes_links_and_attributes(
+        pool: BtrfsPool, tmp_path: pathlib.Path) -> None:
     root = tmp_path / "small"
     view = pathlib.Path("/proc/%d/root%s" % (pool.ns.pid, root))
     build_small_tree(pool.ns, root, view)

@@ -299,4 +299,3 @@ def finish(process: subprocess.Popen, args_file: str) -> t.Tuple[int, t.Optional
 def random_delays(seed: int, count: int, longest: float) -> t.List[float]:
     generator = random.Random(seed)
     return [round(generator.uniform(0.0, longest), 4) for _number in range(count)]
-

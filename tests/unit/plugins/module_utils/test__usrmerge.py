@@ -12,8 +12,11 @@ import pytest
 
 from ansible_collections.immutable.root.plugins.module_utils._errors import ParameterError
 from ansible_collections.immutable.root.plugins.module_utils._usrmerge import (
-    ALLOWED, Node, Observed, Request, UsrMergeError, canonical, check_space, describe, identical, layout_state,
-    meaning, plan_usrmerge, predicted_tops, relative, relocated_text, remaining_work, symlinks, value,
+    ALLOWED, Node, Observed, Request, UsrMergeError, canonical, describe, identical, meaning, plan_usrmerge, relative,
+    relocated_text, value,
+)
+from ansible_collections.immutable.root.plugins.module_utils._usrmerge_state import (
+    check_space, layout_state, predicted_tops, remaining_work, symlinks,
 )
 
 ROOT_DEV = 1
@@ -100,8 +103,8 @@ def test_move_of_special_files() -> None:
 
 
 def test_move_symlink_keeps_its_text_or_is_rewritten_when_it_leaves_its_directory() -> None:
-    result = plan({"bin": D(sh=L("dash", F()), pidof=L("/sbin/killall5", F()), cfg=L("../etc/x", F()),
-                           lib=L("../lib/libc.so", F())), "lib": D()})
+    bin_dir = D(sh=L("dash", F()), pidof=L("/sbin/killall5", F()), cfg=L("../etc/x", F()), lib=L("../lib/libc.so", F()))
+    result = plan({"bin": bin_dir, "lib": D()})
     texts = {op.src: op.symlink_text for op in result.ops if op.kind == "move_symlink"}
     assert texts == {"bin/sh": "dash", "bin/pidof": "/sbin/killall5", "bin/cfg": "../../etc/x",
                      "bin/lib": "../lib/libc.so"}, "lib is merged too: usr/bin/../lib is the same place"
@@ -399,8 +402,8 @@ def test_state_rendering() -> None:
     tree = {"bin": D(cat=F()), "lib64": D()}
     result = plan(tree)
     before = observed(tree).tops
-    assert layout_state(before, ("bin", "lib32", "lib64")) == {"/bin": "directory", "/lib32": "absent",
-                                                                "/lib64": "directory"}
+    assert layout_state(before, ("bin", "lib32", "lib64")) == {
+        "/bin": "directory", "/lib32": "absent", "/lib64": "directory"}
     after = predicted_tops(result, before)
     assert layout_state(after, ("bin", "lib64")) == {"/bin": "symlink -> usr/bin", "/lib64": "symlink -> usr/lib64"}
     assert symlinks(after, Request("/r", None)) == {"/bin": "usr/bin", "/lib64": "usr/lib64"}
