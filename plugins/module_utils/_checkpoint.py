@@ -6,7 +6,9 @@
 Executors call step_boundary() between steps. Unless the test-only environment variables below
 are set this does nothing. With IMMUTABLE_ROOT_STEP_TRACE=FILE each boundary appends its name to
 FILE, so a test can list every boundary; with IMMUTABLE_ROOT_KILL_AT=N the process kills itself
-with SIGKILL at the N-th boundary (1-based), exactly as a crash or an OOM kill would.
+with SIGKILL at the N-th boundary (1-based), exactly as a crash or an OOM kill would; with
+IMMUTABLE_ROOT_STOP_AT=N it stops itself (SIGSTOP) there instead, so a test can change the system
+under a paused run (a planted symlink, a racing writer) and then let it continue with SIGCONT.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import signal
 
 TRACE_ENV = "IMMUTABLE_ROOT_STEP_TRACE"
 KILL_AT_ENV = "IMMUTABLE_ROOT_KILL_AT"
+STOP_AT_ENV = "IMMUTABLE_ROOT_STOP_AT"
 
 _passed = 0
 
@@ -29,3 +32,5 @@ def step_boundary(name: str) -> None:
             handle.write("%d %s\n" % (_passed, name))
     if os.environ.get(KILL_AT_ENV) == str(_passed):
         os.kill(os.getpid(), signal.SIGKILL)
+    if os.environ.get(STOP_AT_ENV) == str(_passed):
+        os.kill(os.getpid(), signal.SIGSTOP)
