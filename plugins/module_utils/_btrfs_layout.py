@@ -16,6 +16,8 @@ Layout on the btrfs top level (subvolid 5):
 from __future__ import annotations
 
 import re
+import struct
+import time
 import typing as t
 from dataclasses import dataclass, field
 
@@ -46,6 +48,7 @@ _SUBVOLUME_LINE = re.compile(
     r"(?: otime (?P<otime>\S+ \S+))? path (?P<path>.*)$")
 _CREATION_TIME = re.compile(r"^\s*Creation time:\s+(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)", re.MULTILINE)
 _SUBVOLUME_ID = re.compile(r"^\s*Subvolume ID:\s+(\d+)\s*$", re.MULTILINE)
+_FLAGS = re.compile(r"^\s*Flags:\s+(.*)$", re.MULTILINE)
 _FS_UUID = re.compile(r"\buuid: ([0-9a-fA-F-]{36})\b")
 
 
@@ -150,7 +153,7 @@ class SubvolumeLine:
     generation: int
     top_level: int
     path: str
-    otime: str | None = None  # only with -s, local time of the btrfs process (the module sets TZ=UTC)
+    otime: str | None = None  # only with -s, in the btrfs process's local time
 
 
 def parse_subvolume_list(text: str) -> tuple[SubvolumeLine, ...]:
@@ -167,11 +170,41 @@ def parse_subvolume_list(text: str) -> tuple[SubvolumeLine, ...]:
     return tuple(lines)
 
 
-def parse_subvolume_show(text: str) -> tuple[int | None, str | None]:
-    """(subvolume id, creation time) from `btrfs subvolume show PATH`."""
+@dataclass(frozen=True)
+class SubvolumeInfo:
+    """What BTRFS_IOC_GET_SUBVOL_INFO (or `btrfs subvolume show`) says about one subvolume."""
+
+    subvolid: int
+    read_only: bool
+    created: str | None  # ISO 8601 UTC
+
+
+# struct btrfs_ioctl_get_subvol_info_args (linux/btrfs.h, kernel >= 4.18): 504 bytes; offsets checked with
+# offsetof() against the 6.1 header. treeid u64 @0, flags u64 @288, otime.sec u64 @392. The flags are the
+# root item's, so read-only is BTRFS_ROOT_SUBVOL_RDONLY (btrfs_tree.h), not the ioctl's BTRFS_SUBVOL_RDONLY.
+SUBVOL_INFO_SIZE = 504
+ROOT_SUBVOL_RDONLY = 1 << 0
+
+
+def parse_subvolume_info(buffer: bytes) -> SubvolumeInfo:
+    if len(buffer) != SUBVOL_INFO_SIZE:
+        raise GenerationError("subvolume info is %d bytes, expected %d" % (len(buffer), SUBVOL_INFO_SIZE))
+    treeid, = struct.unpack_from("=Q", buffer, 0)
+    flags, = struct.unpack_from("=Q", buffer, 288)
+    otime, = struct.unpack_from("=Q", buffer, 392)
+    return SubvolumeInfo(treeid, bool(flags & ROOT_SUBVOL_RDONLY),
+                         time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(otime)))
+
+
+def parse_subvolume_show(text: str) -> SubvolumeInfo | None:
+    """The same from `btrfs subvolume show PATH` (run with TZ=UTC): the fallback where the ioctl is missing."""
     subvolid = _SUBVOLUME_ID.search(text)
+    if not subvolid:
+        return None
     created = _CREATION_TIME.search(text)
-    return (int(subvolid.group(1)) if subvolid else None, created.group(1) if created else None)
+    flags = _FLAGS.search(text)
+    return SubvolumeInfo(int(subvolid.group(1)), bool(flags and "readonly" in flags.group(1)),
+                         utc_iso(created.group(1)) if created else None)
 
 
 def parse_filesystem_uuid(text: str) -> str:

@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import fcntl
 import os
 import stat
 import typing as t
 
 from ansible_collections.immutable.root.plugins.module_utils._btrfs_layout import (
     COMMONS, CURRENT, FSTAB, LAYOUT_DIRECTORIES, LINKS, NEXT, ROOT_SUBVOLUME, SNAPSHOTS, STAGING_PREFIX,
-    TEMPORARY_LINK_PREFIX, Generation, Layout, LinkDirectory, Stray, generation_name_of, parse_current_target,
-    parse_filesystem_uuid, mounted_subvolumes, parse_slot_target, parse_subvolume_list, parse_subvolume_show, sort_generations,
-    utc_iso,
+    SUBVOL_INFO_SIZE, TEMPORARY_LINK_PREFIX, Generation, Layout, LinkDirectory, Stray, SubvolumeInfo,
+    generation_name_of, mounted_subvolumes, parse_filesystem_uuid, parse_slot_target,
+    parse_subvolume_info, parse_subvolume_list, parse_subvolume_show, sort_generations,
 )
 from ansible_collections.immutable.root.plugins.module_utils._errors import ParameterError
 from ansible_collections.immutable.root.plugins.module_utils._mountinfo import MountEntry, mount_containing
@@ -87,30 +88,72 @@ def _link_directory(path: str, name: str) -> LinkDirectory:
     return LinkDirectory(name, tuple(slots.get(number) for number in range(count)), foreign)
 
 
-def _created(runner: Runner, top: str, path: str) -> str | None:
-    """Creation time of a subvolume that is no snapshot (`list -s` only shows snapshots)."""
-    created = parse_subvolume_show(runner.run(["btrfs", "subvolume", "show", os.path.join(top, path)]).stdout)[1]
-    return utc_iso(created) if created else None
+def _ioc_read(kind: int, number: int, size: int) -> int:
+    # The generic _IOR() encoding (x86, arm, riscv, s390); elsewhere the ioctl fails and show is used.
+    return (2 << 30) | (size << 16) | (kind << 8) | number
+
+
+GET_SUBVOL_INFO = _ioc_read(0x94, 60, SUBVOL_INFO_SIZE)
+
+
+class _NoIoctl(Exception):
+    pass
+
+
+def subvolume_info(path: str) -> SubvolumeInfo | None:
+    """Id, read-only flag and creation time of the subvolume whose root is path; None when path is no
+    subvolume root (a symlink, a plain directory). Opened with O_NOFOLLOW and checked on the descriptor."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+            return None
+        raise
+    try:
+        if os.fstat(fd).st_ino != SUBVOLUME_ROOT_INODE:
+            return None
+        buffer = bytearray(SUBVOL_INFO_SIZE)
+        try:
+            fcntl.ioctl(fd, GET_SUBVOL_INFO, buffer, True)
+        except OSError as exc:
+            if exc.errno in (errno.ENOTTY, errno.EINVAL, errno.EOPNOTSUPP):
+                raise _NoIoctl()
+            raise
+        return parse_subvolume_info(bytes(buffer))
+    finally:
+        os.close(fd)
+
+
+def _show(runner: Runner, path: str) -> SubvolumeInfo | None:
+    if _kind(path) != "dir" or os.lstat(path).st_ino != SUBVOLUME_ROOT_INODE:
+        return None
+    return parse_subvolume_show(runner.run(["btrfs", "subvolume", "show", path]).stdout)
 
 
 def observe_generations(runner: Runner, top: str) -> tuple[tuple[Generation, ...], dict[str, int]]:
-    """Generations (oldest first) and every listed subvolume path -> id, cross-checked against lstat()."""
+    """Generations (oldest first) and every listed subvolume path -> id.
+
+    A listed snapshots/<NAME>/@ counts when what is there now (opened without following symlinks) is a
+    subvolume root with the listed id: a foreign mount or a symlink in its place is no generation.
+    """
     listed = parse_subvolume_list(runner.run(["btrfs", "subvolume", "list", top]).stdout)
-    snapshots = {line.subvolid: line.otime for line in
-                 parse_subvolume_list(runner.run(["btrfs", "subvolume", "list", "-s", top]).stdout)}
-    read_only = {line.subvolid for line in
-                 parse_subvolume_list(runner.run(["btrfs", "subvolume", "list", "-r", top]).stdout)}
     generations = []
+    ioctl = True
     for line in listed:
         name = generation_name_of(line.path)
         if name is None:
             continue
-        status = os.lstat(os.path.join(top, line.path)) if _kind(os.path.join(top, line.path)) == "dir" else None
-        if status is None or status.st_ino != SUBVOLUME_ROOT_INODE:
-            continue  # listed, but what lstat sees there is no subvolume root: not a generation
-        otime = snapshots.get(line.subvolid)
-        created = utc_iso(otime) if otime else _created(runner, top, line.path)
-        generations.append(Generation(name, line.subvolid, created, line.subvolid in read_only))
+        path = os.path.join(top, line.path)
+        info = None
+        if ioctl:
+            try:
+                info = subvolume_info(path)
+            except _NoIoctl:
+                ioctl = False
+        if not ioctl:
+            info = _show(runner, path)
+        if info is not None and info.subvolid == line.subvolid:
+            generations.append(Generation(name, info.subvolid, info.created, info.read_only))
     return sort_generations(generations), {line.path: line.subvolid for line in listed}
 
 
@@ -180,12 +223,9 @@ def observe(runner: Runner, top: str, root: str = "/", commons: t.Sequence[str] 
                     generations=generations, current_text=current_text, link_directories=tuple(link_directories),
                     strays=tuple(strays), booted=booted, mounted=mounted, blocked=frozenset(blocked))
     wanted = {name for name in fstabs_of if name in names}
-    if generations:
-        wanted.add(generations[-1].name)
-    links_name = parse_current_target(current_text) if current_text else None
-    for directory in link_directories:
-        if directory.name == links_name and directory.targets and directory.targets[0] in names:
-            wanted.add(t.cast(str, directory.targets[0]))
+    for name in (generations[-1].name if generations else None, layout.current_name()):
+        if name is not None:
+            wanted.add(name)
     return dataclasses.replace(layout, fstabs={name: read_generation_fstab(top, name) for name in sorted(wanted)})
 
 

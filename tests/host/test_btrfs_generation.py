@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import pathlib
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -17,7 +18,8 @@ import typing as t
 
 import pytest
 
-from ansible_collections.immutable.root.plugins.module_utils._btrfs_layout import render_fstab
+from ansible_collections.immutable.root.plugins.module_utils import _btrfs_observe as observe
+from ansible_collections.immutable.root.plugins.module_utils._runner import Runner
 from ansible_collections.immutable.root.plugins.module_utils._checkpoint import KILL_AT_ENV, TRACE_ENV
 
 from support.btrfs import (
@@ -254,6 +256,42 @@ def test_device_mode_mounts_privately_and_always_unmounts(golden: Disk) -> None:
         disk.discard()
 
 
+class LocalModule:
+    """The two AnsibleModule methods the Runner uses, for calling module_utils from the test process."""
+
+    def get_bin_path(self, arg: str, required: bool = False) -> str | None:
+        return shutil.which(arg)
+
+    def run_command(self, args: list[str], check_rc: bool = False, environ_update: dict[str, str] | None = None,
+                    data: str | None = None, binary_data: bool = False) -> tuple[int, str, str]:
+        completed = subprocess.run(args, env=dict(os.environ, **(environ_update or {})), text=True,
+                                   capture_output=True, check=False)
+        return completed.returncode, completed.stdout, completed.stderr
+
+
+def test_observation_reads_ids_flags_and_times_as_btrfs_lists_them(disk: Disk, monkeypatch: pytest.MonkeyPatch
+                                                                   ) -> None:
+    """The ioctl path and its `btrfs subvolume show` fallback agree with each other and with `subvolume list`."""
+    top = str(disk.top)
+    upgrade(top, "b")
+    ok({"top": top, "state": "present", "name": "c"})
+    run(["btrfs", "property", "set", "-ts", top + "/snapshots/b/@", "ro", "true"])
+    runner = Runner(LocalModule(), environ={"TZ": "UTC"})
+    with_ioctl = observe.observe_generations(runner, top)
+    monkeypatch.setattr(observe, "GET_SUBVOL_INFO", 0x4008941F)  # a number btrfs does not know: ENOTTY
+    assert observe.observe_generations(runner, top) == with_ioctl
+    listed = {line.split(" path ")[1]: line for line in
+              run(["btrfs", "subvolume", "list", "-s", top], env=dict(os.environ, TZ="UTC")).stdout.splitlines()}
+    read_only = run(["btrfs", "subvolume", "list", "-r", top]).stdout
+    for generation in with_ioctl[0]:
+        line = listed.get("snapshots/%s/@" % generation.name)
+        if line:  # gen-a was copied into a plain subvolume: no snapshot, no line
+            assert line.startswith("ID %d " % generation.subvolid)
+            assert generation.created == re.search(r"otime (\S+ \S+)", line).group(1).replace(" ", "T") + "Z"  # type: ignore
+        assert generation.read_only == ("path snapshots/%s/@" % generation.name in read_only)
+    assert [g.name for g in with_ioctl[0]] == ["gen-a", "b", "c"] and with_ioctl[0][1].read_only
+
+
 # --- kill -9 at every step boundary --------------------------------------------------------------------------------
 
 @pytest.fixture(scope="session")
@@ -280,8 +318,8 @@ KILL_CASES = {
 
 
 @pytest.mark.parametrize("case", sorted(KILL_CASES))
-def test_kill_at_every_step_boundary_then_one_rerun_converges(kill_golden: Disk, case: str,
-                                                               tmp_path: pathlib.Path) -> None:
+def test_kill_at_every_step_boundary_then_one_rerun_converges(
+        kill_golden: Disk, case: str, tmp_path: pathlib.Path) -> None:
     reference = kill_golden.clone("reference")
     top = reference.mount()
     args = dict(KILL_CASES[case], top=top)

@@ -32,8 +32,8 @@ _namespace_entered = False
 def run(argv: t.Sequence[str], check: bool = True, **kwargs: t.Any) -> subprocess.CompletedProcess:
     completed = subprocess.run(list(argv), text=True, capture_output=True, check=False, **kwargs)
     if check and completed.returncode != 0:
-        raise AssertionError("%s exited %d\nstdout:\n%s\nstderr:\n%s" % (" ".join(argv), completed.returncode,
-                                                                        completed.stdout, completed.stderr))
+        raise AssertionError("%s exited %d\nstdout:\n%s\nstderr:\n%s"
+                             % (" ".join(argv), completed.returncode, completed.stdout, completed.stderr))
     return completed
 
 
@@ -214,8 +214,8 @@ def listing(top: str) -> dict[str, t.Any]:
         for entry in directories + files:
             path = os.path.join(base, entry)
             status = os.lstat(path)
-            found[os.path.join(relative, entry)] = (status.st_mode, status.st_mtime_ns,
-                                                     os.readlink(path) if os.path.islink(path) else None)
+            target = os.readlink(path) if os.path.islink(path) else None
+            found[os.path.join(relative, entry)] = (status.st_mode, status.st_mtime_ns, target)
     return found
 
 

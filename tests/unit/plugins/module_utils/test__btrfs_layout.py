@@ -12,8 +12,8 @@ import pytest
 from ansible_collections.immutable.root.plugins.module_utils._btrfs_layout import (
     Generation, GenerationError, Layout, LinkDirectory, current_target, default_template, generation_name_of,
     generations_state, history_slots, mounted_subvolumes, new_stamp, parse_current_target, parse_filesystem_uuid,
-    parse_slot_target, parse_subvolume_list, parse_subvolume_show, render_fstab, slot_target, sort_generations,
-    subvolid_of, summary_state, utc_iso, validate_common, validate_name,
+    parse_slot_target, parse_subvolume_info, parse_subvolume_list, parse_subvolume_show, render_fstab, slot_target,
+    sort_generations, subvolid_of, summary_state, utc_iso, validate_common, validate_name, SubvolumeInfo,
 )
 from ansible_collections.immutable.root.plugins.module_utils._errors import ParameterError
 from ansible_collections.immutable.root.plugins.module_utils._mountinfo import parse_line, parse_mountinfo
@@ -39,8 +39,8 @@ def test_subvolume_list_parses_every_line_including_a_path_with_a_space() -> Non
 
 def test_subvolume_list_snapshots_carries_otime_and_readonly_list() -> None:
     snapshots = parse_subvolume_list(fixture("subvolume_list_snapshots.txt"))
-    assert [(line.subvolid, line.otime) for line in snapshots] == [(259, "2026-11-23 22:00:43"),
-                                                                  (260, "2026-11-23 22:00:43")]
+    assert [(line.subvolid, line.otime) for line in snapshots] == [
+        (259, "2026-11-23 22:00:43"), (260, "2026-11-23 22:00:43")]
     assert [line.subvolid for line in parse_subvolume_list(fixture("subvolume_list_readonly.txt"))] == [260]
     assert parse_subvolume_list("") == ()
 
@@ -50,9 +50,23 @@ def test_subvolume_list_refuses_lines_it_does_not_understand() -> None:
         parse_subvolume_list("ID 256 gen 7 top level 5 path a\nERROR: something\n")
 
 
+def test_subvolume_info_from_the_ioctl_buffer() -> None:
+    """BTRFS_IOC_GET_SUBVOL_INFO buffers captured from kernel 6.18 (a subvolume, a read-only snapshot)."""
+    writable = parse_subvolume_info(bytes.fromhex(fixture("subvol_info_writable.hex").strip()))
+    snapshot = parse_subvolume_info(bytes.fromhex(fixture("subvol_info_readonly_snapshot.hex").strip()))
+    assert (writable.subvolid, writable.read_only) == (256, False)
+    assert (snapshot.subvolid, snapshot.read_only) == (257, True)
+    assert snapshot.created == "2026-11-23T22:16:26Z", "the otime `btrfs subvolume list -s` showed"
+    with pytest.raises(GenerationError, match="expected 504"):
+        parse_subvolume_info(b"\0" * 100)
+
+
 def test_subvolume_show_and_filesystem_show() -> None:
-    assert parse_subvolume_show(fixture("subvolume_show.txt")) == (258, "2026-11-23 22:00:43")
-    assert parse_subvolume_show("nothing here") == (None, None)
+    assert parse_subvolume_show(fixture("subvolume_show.txt")) == SubvolumeInfo(258, False, "2026-11-23T22:00:43Z")
+    assert parse_subvolume_show(fixture("subvolume_show_readonly.txt")) == SubvolumeInfo(
+        257, True, "2026-11-23T22:16:26Z")
+    assert parse_subvolume_show("nothing here") is None
+    assert parse_subvolume_show("\tSubvolume ID: 3\n") == SubvolumeInfo(3, False, None)
     assert parse_filesystem_uuid(fixture("filesystem_show.txt")) == "2b8beb9e-2a4e-4b56-b699-943a7bc3844f"
     with pytest.raises(GenerationError, match="no filesystem uuid"):
         parse_filesystem_uuid("Label: none\n")

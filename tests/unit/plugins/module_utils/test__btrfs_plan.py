@@ -165,8 +165,8 @@ INITIALIZED_TABLE = [
     ("interrupted before the fstab", dict(), layout(slots=(), fstabs={}), ["inject_fstab", "write_links",
                                                                            "switch_current"]),
     ("current dangles", dict(), layout(slots=("gone",)), ["write_links", "switch_current"]),
-    ("no template at all", dict(), layout((), slots=(), template=None), ["create_generation", "write_links",
-                                                                        "switch_current"]),
+    ("no template at all", dict(), layout((), slots=(), template=None),
+     ["create_generation", "write_links", "switch_current"]),
 ]
 
 
