@@ -259,92 +259,23 @@ actions:
       detail: ./links/20261123194743QwErTyUi
 """
 
-import random
-import string
-import time
-import typing as t
-
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.immutable.root.plugins.module_utils._actions import as_dicts
 from ansible_collections.immutable.root.plugins.module_utils._btrfs_executor import Executor
 from ansible_collections.immutable.root.plugins.module_utils._btrfs_layout import (
-    Layout, GenerationError, default_template, generations_state, new_stamp, summary_state, validate_common,
-    validate_name,
+    GenerationError, generations_state, summary_state,
 )
-from ansible_collections.immutable.root.plugins.module_utils._btrfs_observe import filesystem_uuid, observe, source_kind
+from ansible_collections.immutable.root.plugins.module_utils._btrfs_observe import observe
+from ansible_collections.immutable.root.plugins.module_utils._btrfs_options import build_request, validate_options
 from ansible_collections.immutable.root.plugins.module_utils._btrfs_plan import (
-    DEFAULT_COMMONS, Request, Source, plan_generation, predict,
+    DEFAULT_COMMONS, plan_generation, predict,
 )
 from ansible_collections.immutable.root.plugins.module_utils._btrfs_top import (
     exclusive_lock, mounted_top_level, verify_top,
 )
 from ansible_collections.immutable.root.plugins.module_utils._errors import ImmutableRootError, ParameterError
-from ansible_collections.immutable.root.plugins.module_utils._paths import validate_path
 from ansible_collections.immutable.root.plugins.module_utils._runner import Runner
-
-MAX_SLOTS = 64
-NAMED_STATES = ("current", "absent")
-
-
-def validate(params: dict) -> dict:
-    """The options, checked before anything is touched; errors name the parameter."""
-    state = params["state"]
-    checked = dict(params)
-    for param in ("top", "device", "root"):
-        if params[param] is not None:
-            checked[param] = validate_path(param, params[param], must_exist=True, directory=param != "device")
-    for param in ("name", "from"):
-        if params[param] is not None:
-            validate_name(param, params[param])
-    if params["name"] is None and state in NAMED_STATES:
-        raise ParameterError("name", "state=%s needs the name of a generation" % state)
-    if params["name"] is not None and state == "pruned":
-        raise ParameterError("name", "is not used by state=pruned; list generations to keep in pinned")
-    if params["from"] is not None and state != "present":
-        raise ParameterError("from", "is only used by state=present")
-    if params["source"] is not None:
-        if state not in ("initialized", "present"):
-            raise ParameterError("source", "is only used by state=initialized and state=present")
-        checked["source"] = validate_path("source", params["source"], must_exist=True, directory=True)
-    if not 1 <= params["slots"] <= MAX_SLOTS:
-        raise ParameterError("slots", "must be between 1 and %d, got %d" % (MAX_SLOTS, params["slots"]))
-    if params["keep"] < 1:
-        raise ParameterError("keep", "must be at least 1, got %d" % params["keep"])
-    checked["pinned"] = tuple(validate_name("pinned", name) for name in params["pinned"])
-    commons = tuple(validate_common("commons", common) for common in params["commons"])
-    if len(set(commons)) != len(commons):
-        raise ParameterError("commons", "lists a name twice: %s" % ", ".join(commons))
-    checked["commons"] = commons
-    return checked
-
-
-def fresh_stamp(taken: t.Collection[str]) -> str:
-    letters = random.SystemRandom()
-    while True:
-        stamp = new_stamp(time.strftime("%Y%m%d%H%M%S", time.gmtime()),
-                          "".join(letters.choice(string.ascii_letters) for _letter in range(8)))
-        if stamp not in taken:
-            return stamp
-
-
-def build_request(options: dict, layout: Layout, runner: Runner, top: str, top_mount: t.Any) -> Request:
-    taken = set(layout.names()) | {stray.path.split("/", 1)[1] for stray in layout.strays}
-    new_name = fresh_stamp(taken)
-    links_name = fresh_stamp({directory.name for directory in layout.link_directories})
-    source = None
-    if options["source"] is not None:
-        source = Source(t.cast(t.Any, source_kind(runner, top_mount, options["source"])), options["source"])
-    template = None
-    if options["state"] == "initialized" and options["fstab_template"] is None and layout.template is None:
-        template = default_template(filesystem_uuid(runner, top), options["commons"])
-    name = options["name"]
-    if options["state"] == "present" and name is None:
-        name = new_name
-    return Request(state=options["state"], name=name, new_name=new_name, links_name=links_name,
-                   origin=options["from"], source=source, slots=options["slots"], keep=options["keep"],
-                   pinned=options["pinned"], commons=options["commons"], fstab_template=options["fstab_template"],
-                   default_template=template, root=options["root"])
 
 
 class Run:
@@ -420,7 +351,7 @@ def main() -> None:
     runner = Runner(module, environ={"TZ": "UTC"})
     run = Run()
     try:
-        options = validate(module.params)
+        options = validate_options(module.params)
         if options["device"] is not None:
             with mounted_top_level(runner, options["device"], read_only=module.check_mode) as top:
                 with exclusive_lock(top):
