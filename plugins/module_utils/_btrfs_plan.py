@@ -16,8 +16,9 @@ from dataclasses import dataclass
 
 from ansible_collections.immutable.root.plugins.module_utils._actions import Action
 from ansible_collections.immutable.root.plugins.module_utils._btrfs_layout import (
-    COMMONS, CURRENT, FSTAB, LAYOUT_DIRECTORIES, LINKS, ROOT_SUBVOLUME, SNAPSHOTS, Generation, GenerationError,
-    Layout, LinkDirectory, current_target, history_slots, parse_current_target, render_fstab, sort_generations,
+    COMMONS, CURRENT, FSTAB, LAYOUT_DIRECTORIES, LINKS, PLACEHOLDER, ROOT_SUBVOLUME, SNAPSHOTS, Generation,
+    GenerationError, Layout, LinkDirectory, current_target, history_slots, parse_current_target, render_fstab,
+    sort_generations,
 )
 from ansible_collections.immutable.root.plugins.module_utils._errors import ParameterError
 
@@ -114,7 +115,7 @@ def _fstab_steps(layout: Layout, name: str, template: str | None, new: bool) -> 
     if template is None:
         return [], ["%s/%s has no fstab template: etc/fstab of %s is left as it is" % (layout.top, FSTAB, name)]
     step = Step("inject_fstab", "%s/etc/fstab" % generation_target(name), "%s -> /%s/%s"
-                % ("CURRENT_SNAPSHOTS_PATH", SNAPSHOTS, name), names=(name,))
+                % (PLACEHOLDER, SNAPSHOTS, name), names=(name,))
     if new:
         return [step], []
     generation = layout.generation(name)
@@ -145,6 +146,9 @@ def plan_initialized(request: Request, layout: Layout) -> Plan:
     steps += [Step("create_common", "%s/%s" % (COMMONS, common), "subvolume") for common in request.commons
               if common not in layout.commons]
     template = layout.template
+    warnings = []
+    if request.fstab_template is not None and PLACEHOLDER not in request.fstab_template:
+        warnings.append("fstab_template does not contain %s: every generation gets the same fstab" % PLACEHOLDER)
     if request.fstab_template is not None and request.fstab_template != layout.template:
         steps.append(Step("write_fstab_template", FSTAB, "given template"))
         template = request.fstab_template
@@ -152,7 +156,7 @@ def plan_initialized(request: Request, layout: Layout) -> Plan:
         steps.append(Step("write_fstab_template", FSTAB, "default template for / and the commons"))
         template = request.default_template
     if layout.current_name() is not None:
-        return Plan(tuple(steps))
+        return Plan(tuple(steps), tuple(warnings))
     _refuse_foreign_current(layout)
     # No usable current: a first generation (created, or adopted from an interrupted first run).
     first = request.name or (layout.generations[-1].name if layout.generations else request.new_name)
@@ -160,10 +164,10 @@ def plan_initialized(request: Request, layout: Layout) -> Plan:
     if new:
         _refuse_taken_name(layout, first, "name")
         steps.append(_create_step(first, request.source or Source("empty")))
-    fstab, warnings = _fstab_steps(layout, first, template, new)
+    fstab, fstab_warnings = _fstab_steps(layout, first, template, new)
     steps += fstab
     steps += _switch_steps(request, [first] * request.slots)
-    return Plan(tuple(steps), tuple(warnings))
+    return Plan(tuple(steps), tuple(warnings + fstab_warnings))
 
 
 def plan_present(request: Request, layout: Layout) -> Plan:
@@ -211,10 +215,9 @@ def _protection(layout: Layout, root: str) -> dict[str, str]:
     if booted is not None:
         reasons[booted] = "it is the booted generation (subvolume id %s is mounted on %s)" % (layout.booted, root)
     slots = layout.slots()
-    for name in set(slots):
-        if name is not None:
-            numbers = ", ".join(str(number) for number, target in enumerate(slots) if target == name)
-            reasons[name] = "it is reachable from current (slot %s); make another generation current first" % numbers
+    for name in layout.reachable():
+        numbers = ", ".join(str(number) for number, target in enumerate(slots) if target == name)
+        reasons[name] = "it is reachable from current (slot %s); make another generation current first" % numbers
     return reasons
 
 

@@ -350,6 +350,47 @@ def test_kill_at_every_step_boundary_then_one_rerun_converges(
             clone.discard()
 
 
+def test_kill_while_initializing_from_a_copy_then_one_rerun_converges(pool: Pool, tmp_path: pathlib.Path) -> None:
+    """Before the first switch there is no current at all, never a current that points at a partial copy."""
+    tree = tmp_path / "tree"
+    (tree / "etc").mkdir(parents=True)
+    (tree / "etc/os-release").write_text("ID=debian\n")
+    (tree / "usr/lib").mkdir(parents=True)
+    for number in range(50):
+        (tree / "usr/lib" / ("lib%d.so" % number)).write_bytes(b"\x7fELF" * 1024)
+    empty = Disk.create(pool, "512M", "init-kill")
+    empty.mount()
+    empty.umount()
+    args: dict[str, t.Any] = {"state": "initialized", "name": "first", "source": str(tree), "commons": ["@home"]}
+    trace = tmp_path / "trace"
+    probe = empty.clone("init-trace")
+    try:
+        rc, result, stderr = module(dict(args, top=probe.mount()), env={TRACE_ENV: str(trace)})
+        assert rc == 0 and result is not None, stderr
+    finally:
+        probe.discard()
+    steps = [line.split(" ", 1)[1] for line in trace.read_text().splitlines()]
+    assert "btrfs_generation.staging_created" in steps and "btrfs_generation.copied" in steps
+    for number, step in enumerate(steps, start=1):
+        clone = empty.clone("init-kill")
+        top = clone.mount()
+        try:
+            assert module(dict(args, top=top), env={KILL_AT_ENV: str(number)})[0] == -9, step
+            if os.path.lexists(top + "/current"):
+                assert check_layout(top) == ["first"] * 4, step
+            assert not os.path.exists(top + "/snapshots/first/@") or (
+                pathlib.Path(top, "snapshots/first/@/usr/lib/lib49.so").stat().st_size == 4096), \
+                "a generation appears only complete (%s)" % step
+            rerun = ok(dict(args, top=top))
+            assert rerun["slots"] == ["first"] * 4 and check_layout(top) == ["first"] * 4, step
+            assert not ok(dict(args, top=top))["changed"]
+            assert ok({"top": top, "state": "pruned"})["generations"][0]["name"] == "first"
+            assert sorted(os.listdir(top + "/snapshots")) == ["first"], "the prune cleans what the kill left"
+        finally:
+            clone.discard()
+    empty.discard()
+
+
 # --- ENOSPC, check mode, bad input ------------------------------------------------------------------------------
 
 def fill(top: str, leave: int = 0) -> None:

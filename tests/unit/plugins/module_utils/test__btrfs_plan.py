@@ -88,6 +88,8 @@ def test_current_truth_table(case: str, name: str, the_layout: Layout, expected:
         write = [step for step in plan.steps if step.action == "write_links"][0]
         assert write.names == slots and write.target == "links/LNK"
         assert plan.steps[-1].detail == "./links/LNK"
+        assert plan.steps[-1].as_action().as_dict() == {"action": "switch_current", "target": "current",
+                                                        "detail": "./links/LNK"}
         assert predict(the_layout, plan.steps, request("current", name)).slots() == slots
 
 
@@ -159,7 +161,8 @@ INITIALIZED_TABLE = [
                                                          "write_links", "switch_current"]),
     ("initialized", dict(), layout(), []),
     ("a new common", dict(commons=DEFAULT_COMMONS + ("@srv",)), layout(), ["create_common"]),
-    ("a given template differs", dict(fstab_template="new"), layout(), ["write_fstab_template"]),
+    ("a given template differs", dict(fstab_template="new CURRENT_SNAPSHOTS_PATH"), layout(),
+     ["write_fstab_template"]),
     ("a given template is there", dict(fstab_template=TEMPLATE), layout(), []),
     ("interrupted before the switch: adopt the newest", dict(), layout(slots=()), ["write_links", "switch_current"]),
     ("interrupted before the fstab", dict(), layout(slots=(), fstabs={}), ["inject_fstab", "write_links",
@@ -192,6 +195,11 @@ def test_initialized_first_generation_name_and_source() -> None:
     plan = plan_generation(request("initialized"), EMPTY)
     assert [step.target for step in plan.steps if step.action == "create_generation"] == ["snapshots/NEW/@"]
     assert "has no fstab template" in plan.warnings[0]
+
+
+def test_a_template_without_placeholder_is_written_with_a_warning() -> None:
+    plan = plan_generation(request("initialized", fstab_template="UUID=u / btrfs ro 0 0\n"), layout())
+    assert verbs(plan) == ["write_fstab_template"] and "does not contain CURRENT_SNAPSHOTS_PATH" in plan.warnings[0]
 
 
 def test_initialized_refusals() -> None:
