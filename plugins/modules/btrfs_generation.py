@@ -17,7 +17,8 @@ description:
     C(../../snapshots/<NAME>), slot 0 the newest; C(current -> ./links/<STAMP>); C(next/) stages the new C(current)
     link; C(commons/@...) are shared writable subvolumes (C(@var@log) is mounted on C(/var/log)); C(fstab) is a
     template in which C(CURRENT_SNAPSHOTS_PATH) becomes C(/snapshots/<NAME>) in each generation's C(etc/fstab)."
-  - All state is read from the filesystem (lstat, readlink, C(btrfs subvolume list)); there is no side database.
+  - All state is read from the filesystem (C(btrfs subvolume list), the subvolume-info ioctl, lstat, readlink);
+    there is no side database.
   - The switch of C(current) is atomic and durable. A new C(links/<STAMP>) directory is written and fsynced, the
     filesystem is committed, a uniquely named link in C(next/) is renamed over C(current), C(next/) and the top
     level are fsynced, and the filesystem is committed again (syncfs). Only then is the change reported, so a power
