@@ -21,8 +21,9 @@ HOSTNAME = "lab"
 PACKAGES = (
     "linux-image-amd64", "initramfs-tools", "zstd", "systemd-sysv", "udev", "dbus", "openssh-server", "python3",
     "btrfs-progs", "e2fsprogs", "pacman-package-manager", "iproute2", "procps",
-    # sysext_build inside the VM: squashfs and erofs images, and pacman packages unpacked by bsdtar.
-    "squashfs-tools", "erofs-utils", "libarchive-tools",
+    # The Arch design inside the VM: packages built by makepkg (as nobody, with fakeroot), turned into squashfs or
+    # erofs extension images by sysext_build (bsdtar unpacks the packages).
+    "makepkg", "fakeroot", "squashfs-tools", "erofs-utils", "libarchive-tools",
 )
 # MODULES=most gives a 37 MB initrd: ~9 s to unpack under TCG and slow to load through rEFInd's btrfs driver.
 # The listed modules (with their dependencies) give ~8 MB and boot ext4 and btrfs roots on virtio disks.
