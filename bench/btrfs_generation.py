@@ -22,28 +22,11 @@ import tempfile
 import time
 import typing as t
 
-from _bench import REPO, import_collection, print_table, timed
+from _bench import REPO, import_collection, in_process_timings, print_table, timed
 
 ROUNDS = 5
 GENERATIONS = 1000
 MODULE = "ansible_collections.immutable.root.plugins.modules.btrfs_generation"
-IN_PROCESS = """
-import json, sys, time
-from ansible.module_utils import basic
-from %s import main
-timings = []
-for args in sys.argv[1:]:
-    basic._ANSIBLE_ARGS = None  # AnsibleModule caches the arguments of the first call
-    sys.argv = ["btrfs_generation", args]
-    started = time.perf_counter()
-    try:
-        main()
-    except SystemExit as exc:
-        if exc.code:
-            raise
-    timings.append(time.perf_counter() - started)
-sys.stderr.write("TIMINGS " + json.dumps(timings) + "\\n")
-""" % MODULE
 RAW_SWITCH = r"""
 set -e
 top=$1 name=$2 links=$3
@@ -82,9 +65,7 @@ class Bench:
         return result
 
     def in_process(self, arg_files: list[str]) -> list[float]:
-        completed = subprocess.run([sys.executable, "-c", IN_PROCESS] + arg_files, env=self.env, text=True,
-                                   capture_output=True, check=True)
-        return json.loads(completed.stderr.rsplit("TIMINGS ", 1)[1])
+        return in_process_timings(MODULE, arg_files, self.env)
 
     def name(self, stem: str) -> str:
         self.counter += 1

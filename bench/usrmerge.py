@@ -23,28 +23,10 @@ import tempfile
 import time
 import typing as t
 
-from _bench import REPO, import_collection, print_table
+from _bench import REPO, import_collection, in_process_timings, print_table
 
 ROUNDS = 3
 MODULE = "ansible_collections.immutable.root.plugins.modules.usrmerge_symlinks"
-IN_PROCESS = """
-import json, os, sys, time
-from ansible.module_utils import basic
-from %s import main
-timings = []
-for args in sys.argv[1:]:
-    basic._ANSIBLE_ARGS = None  # AnsibleModule caches the arguments of the first call
-    sys.argv = ["usrmerge_symlinks", args]
-    os.sync()
-    started = time.perf_counter()
-    try:
-        main()
-    except SystemExit as exc:
-        if exc.code:
-            raise
-    timings.append(time.perf_counter() - started)
-sys.stderr.write("TIMINGS " + json.dumps(timings) + "\\n")
-""" % MODULE
 
 
 def main() -> None:
@@ -72,12 +54,8 @@ def main() -> None:
         return elapsed
 
     def in_process(roots: t.List[str]) -> t.List[float]:
-        completed = subprocess.run(pool.ns.prefix() + [sys.executable, "-c", IN_PROCESS] + [args_file(root)
-                                   for root in roots], env=env, capture_output=True, text=True, check=False)
-        lines = [line for line in completed.stderr.splitlines() if line.startswith("TIMINGS ")]
-        if completed.returncode != 0 or not lines:
-            raise SystemExit("in-process runs failed: %s" % completed.stderr[-2000:])
-        return t.cast(t.List[float], json.loads(lines[0].split(" ", 1)[1]))
+        return in_process_timings(MODULE, [args_file(root) for root in roots], env, prefix=pool.ns.prefix(),
+                                  sync_first=True)
 
     try:
         pool.from_tarball("pristine", tarball)

@@ -18,6 +18,7 @@ class ImmutableRootError(Exception):
         rc: int | None = None,
         stdout: str = "",
         stderr: str = "",
+        extra: t.Mapping[str, t.Any] | None = None,
     ) -> None:
         super().__init__(msg)
         self.msg = msg
@@ -25,12 +26,21 @@ class ImmutableRootError(Exception):
         self.rc = rc
         self.stdout = stdout
         self.stderr = stderr
+        self.extra = dict(extra or {})
 
     def details(self) -> dict[str, t.Any]:
-        """Keyword arguments for fail_json besides msg."""
-        if self.cmd is None:
-            return {}
-        return {"cmd": self.cmd, "rc": self.rc, "stdout": self.stdout, "stderr": self.stderr}
+        """Keyword arguments for fail_json besides msg: the failed command, and any extra result keys."""
+        details = dict(self.extra)
+        if self.cmd is not None:
+            details.update(cmd=self.cmd, rc=self.rc, stdout=self.stdout, stderr=self.stderr)
+        return details
+
+
+def failure(exc: ImmutableRootError | OSError) -> dict[str, t.Any]:
+    """fail_json keyword arguments for an error a module reports (msg, and the details it carries)."""
+    if isinstance(exc, ImmutableRootError):
+        return dict(msg=exc.msg, **exc.details())
+    return dict(msg="%s: %s" % (type(exc).__name__, exc))
 
 
 class ParameterError(ImmutableRootError):

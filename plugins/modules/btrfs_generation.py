@@ -275,7 +275,7 @@ from ansible_collections.immutable.root.plugins.module_utils._btrfs_plan import 
 from ansible_collections.immutable.root.plugins.module_utils._btrfs_top import (
     exclusive_lock, mounted_top_level, verify_top,
 )
-from ansible_collections.immutable.root.plugins.module_utils._errors import ImmutableRootError, ParameterError
+from ansible_collections.immutable.root.plugins.module_utils._errors import ImmutableRootError, ParameterError, failure
 from ansible_collections.immutable.root.plugins.module_utils._runner import Runner
 
 
@@ -360,10 +360,8 @@ def main() -> None:
         else:
             with exclusive_lock(options["top"]):
                 result = converge(module, runner, options, options["top"], run)
-    except ImmutableRootError as exc:
-        module.fail_json(msg=exc.msg, actions=run.done(), **exc.details())
-    except OSError as exc:
-        module.fail_json(msg="%s: %s" % (type(exc).__name__, exc), actions=run.done())
+    except (ImmutableRootError, OSError) as exc:
+        module.fail_json(actions=run.done(), **failure(exc))
     module.exit_json(**result)
 
 

@@ -191,7 +191,7 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.immutable.root.plugins.module_utils._actions import as_dicts
-from ansible_collections.immutable.root.plugins.module_utils._errors import ImmutableRootError, ParameterError
+from ansible_collections.immutable.root.plugins.module_utils._errors import ImmutableRootError, ParameterError, failure
 from ansible_collections.immutable.root.plugins.module_utils._paths import validate_path
 from ansible_collections.immutable.root.plugins.module_utils._ro_bind import (
     Request, mount_state, persistence_state, persistence_warnings, plan_ro_bind, predict_mount_state,
@@ -255,10 +255,7 @@ def main() -> None:
             mount, persisted = mount_state(request.path, before.layers), persistence_state(
                 request, before.fstab_entries, before.unit_text)
     except (ImmutableRootError, OSError) as exc:
-        completed = as_dicts(executor.done) if executor else []
-        if isinstance(exc, ImmutableRootError):
-            module.fail_json(msg=exc.msg, actions=completed, **exc.details())
-        module.fail_json(msg="%s: %s" % (type(exc).__name__, exc), actions=completed)
+        module.fail_json(actions=as_dicts(executor.done) if executor else [], **failure(exc))
 
     done = executor.done if executor else plan
     result = dict(changed=bool(done), actions=as_dicts(done), mount=mount, method=executor.method if executor else None,

@@ -192,7 +192,7 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.immutable.root.plugins.module_utils._actions import as_dicts
-from ansible_collections.immutable.root.plugins.module_utils._errors import ImmutableRootError, ParameterError
+from ansible_collections.immutable.root.plugins.module_utils._errors import ImmutableRootError, ParameterError, failure
 from ansible_collections.immutable.root.plugins.module_utils._paths import validate_path
 from ansible_collections.immutable.root.plugins.module_utils._runner import Runner
 from ansible_collections.immutable.root.plugins.module_utils._sysext_build import (
@@ -260,10 +260,7 @@ def main() -> None:
         target = image_path(request)
         size = os.lstat(target).st_size if os.path.lexists(target) else None
     except (ImmutableRootError, OSError) as exc:
-        completed = as_dicts(builder.done) if builder else []
-        if isinstance(exc, ImmutableRootError):
-            module.fail_json(msg=exc.msg, actions=completed, **exc.details())
-        module.fail_json(msg="%s: %s" % (type(exc).__name__, exc), actions=completed)
+        module.fail_json(actions=as_dicts(builder.done) if builder else [], **failure(exc))
 
     result = dict(
         changed=bool(plan),

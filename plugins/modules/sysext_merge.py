@@ -252,7 +252,7 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.immutable.root.plugins.module_utils._actions import as_dicts
-from ansible_collections.immutable.root.plugins.module_utils._errors import ImmutableRootError, ParameterError
+from ansible_collections.immutable.root.plugins.module_utils._errors import ImmutableRootError, ParameterError, failure
 from ansible_collections.immutable.root.plugins.module_utils._paths import validate_path
 from ansible_collections.immutable.root.plugins.module_utils._runner import Runner
 from ansible_collections.immutable.root.plugins.module_utils._sysext_plan import (
@@ -322,10 +322,7 @@ def main() -> None:
                                   % (problem, "; systemd-sysext said: " + " | ".join(said) if said else ""))
             images, states = after.images, after.hierarchies
     except (ImmutableRootError, OSError) as exc:
-        completed = as_dicts(executor.done) if executor else []
-        if isinstance(exc, ImmutableRootError):
-            module.fail_json(msg=exc.msg, actions=completed, **exc.details())
-        module.fail_json(msg="%s: %s" % (type(exc).__name__, exc), actions=completed)
+        module.fail_json(actions=as_dicts(executor.done) if executor else [], **failure(exc))
 
     names = merged_names(states)
     result = dict(

@@ -205,7 +205,7 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.immutable.root.plugins.module_utils._actions import as_dicts
-from ansible_collections.immutable.root.plugins.module_utils._errors import ImmutableRootError, ParameterError
+from ansible_collections.immutable.root.plugins.module_utils._errors import ImmutableRootError, ParameterError, failure
 from ansible_collections.immutable.root.plugins.module_utils._paths import validate_path
 from ansible_collections.immutable.root.plugins.module_utils._usrmerge import (
     ALLOWED, CONFLICT_MODES, SKIP_FLAG_MODES, Request, UsrMergeError, plan_usrmerge, show,
@@ -279,7 +279,7 @@ def main() -> None:
                 raise UsrMergeError("verification failed: %d original paths no longer resolve to what they did "
                                     "(the old directories are kept as %s…): %s" % (
                                         len(wrong), show(".usrmerge~*"), "; ".join(wrong[:MAX_LISTED])),
-                                    stdout="\n".join(wrong))
+                                    extra=dict(differing=wrong))
             executor.finish()
             verified = True
             settled, _layout = observe(request)
@@ -288,13 +288,7 @@ def main() -> None:
                 raise UsrMergeError("verification failed: after the run %s still need work" % ", ".join(remaining))
             tops = dict(settled.tops)
     except (ImmutableRootError, OSError) as exc:
-        completed = as_dicts(executor.done) if executor else []
-        if isinstance(exc, ImmutableRootError):
-            extra = exc.details()
-            if exc.stdout and not exc.cmd:
-                extra = dict(differing=exc.stdout.splitlines())
-            module.fail_json(msg=exc.msg, actions=completed, **extra)
-        module.fail_json(msg="%s: %s" % (type(exc).__name__, exc), actions=completed)
+        module.fail_json(actions=as_dicts(executor.done) if executor else [], **failure(exc))
     finally:
         if executor is not None:
             executor.close()
