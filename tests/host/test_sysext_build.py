@@ -26,6 +26,8 @@ from support.sysext import (
     DEBIAN_12, in_ns, loop_devices, make_extension, make_root, manifest, merged_now, sysext, sysext_namespace,
     warning_texts,
 )
+# The VM lab (molecule/lab, on sys.path through tests/conftest.py) caches the mmdebstrap minbase tree.
+from vmlab import rootfs
 
 DIGEST_KEY = "IMMUTABLE_ROOT_SYSEXT_DIGEST"
 
@@ -93,11 +95,6 @@ def source_tree(path: pathlib.Path) -> pathlib.Path:
 
 
 def minbase(tmp_path: pathlib.Path) -> pathlib.Path:
-    try:
-        from vmlab import rootfs  # pylint: disable=import-outside-toplevel
-    except ImportError:
-        pytest.skip("the VM lab (molecule/lab, package vmlab) is not in this checkout; it provides the cached "
-                    "mmdebstrap minbase tree this test chroots into")
     tree = tmp_path / "minbase"
     rootfs.extract_tree(rootfs.ensure_tree(rootfs.MINBASE_TREE), tree)
     return tree
