@@ -11,24 +11,15 @@ import shutil
 import subprocess
 import sys
 import textwrap
-import time
-from collections.abc import Callable
 
 import pytest
 
+from support.wait import wait_for
 from vmlab import cache, images, loopdev, rootfs
 from vmlab.errors import CommandFailed
 from vmlab.run import run
 
 LAB = pathlib.Path(__file__).resolve().parents[2] / "molecule" / "lab"
-
-
-def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.1)
 
 
 BUILDER = textwrap.dedent("""
@@ -40,9 +31,9 @@ BUILDER = textwrap.dedent("""
     def build(staging):
         with (root / "builds.log").open("a") as log:
             log.write("build\\n")
-        deadline = time.monotonic() + 120
+        deadline, poll_interval = time.monotonic() + 120, 0.05
         while not gate.exists() and time.monotonic() < deadline:  # the test opens the gate
-            time.sleep(0.05)
+            time.sleep(poll_interval)
         (staging / "payload").write_text("built once")
 
     print(CacheEntry(root, "things", "shared", "c" * 64).ensure(build))
@@ -55,10 +46,10 @@ def test_two_processes_asking_for_one_entry_build_it_once(tmp_path: pathlib.Path
     first = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     second = None
     try:
-        _wait_for((tmp_path / "builds.log").exists, "the first builder to start")
+        wait_for((tmp_path / "builds.log").exists, "the first builder to start", timeout=120)
         second = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         lock = tmp_path / "locks" / f"things-shared-{'c' * 16}.lock"
-        _wait_for(lambda: lock.read_text().strip() == str(first.pid), "the first builder to hold the lock")
+        wait_for(lambda: lock.read_text().strip() == str(first.pid), "the first builder to hold the lock", timeout=120)
         assert second.stderr is not None
         # The second reports at once when it finds the lock taken; only then may the first finish.
         readable, _writable, _errors = select.select([second.stderr], [], [], 120)

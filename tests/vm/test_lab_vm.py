@@ -10,11 +10,10 @@ import pathlib
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 
 import pytest
 
+from support.wait import wait_for
 from vmlab import cache, images, instance
 from vmlab.errors import BootFailed, LabError
 from vmlab.guestssh import boot_id, run_in_guest
@@ -45,14 +44,6 @@ def guest(inst: instance.Instance, script: str, timeout: float = 120.0) -> str:
     result = run_in_guest(inst.target, ["sh", "-euc", script], timeout)
     assert result.returncode == 0, f"{script!r} failed in the guest: {result.stderr}"
     return result.stdout.strip()
-
-
-def _wait_for(condition: Callable[[], bool], what: str, timeout: float = BOOT_TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.2)
 
 
 def test_lifecycle_up_disk_reboot_power_cycle_down(state_root: pathlib.Path) -> None:
@@ -107,7 +98,8 @@ def _booting(root: pathlib.Path, name: str) -> bool:
 def test_sigterm_to_a_booting_labctl_tears_the_vm_down(state_root: pathlib.Path) -> None:
     proc = _start_labctl(state_root, "term")
     try:
-        _wait_for(lambda: _booting(state_root, "term") or proc.poll() is not None, "QEMU to start")
+        wait_for(lambda: _booting(state_root, "term") or proc.poll() is not None, "QEMU to start",
+                 timeout=BOOT_TIMEOUT)
         assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
         proc.send_signal(signal.SIGTERM)
         _out, err = proc.communicate(timeout=120)
@@ -122,7 +114,8 @@ def test_sigterm_to_a_booting_labctl_tears_the_vm_down(state_root: pathlib.Path)
 def test_after_a_sigkilled_labctl_down_still_finds_and_stops_its_qemu(state_root: pathlib.Path) -> None:
     proc = _start_labctl(state_root, "killed")
     try:
-        _wait_for(lambda: _booting(state_root, "killed") or proc.poll() is not None, "QEMU to start")
+        wait_for(lambda: _booting(state_root, "killed") or proc.poll() is not None, "QEMU to start",
+                 timeout=BOOT_TIMEOUT)
     finally:
         proc.kill()
         proc.communicate(timeout=60)
