@@ -107,3 +107,12 @@ def test_a_failed_btrfs_fill_leaves_no_loop_device(tmp_path: pathlib.Path, needs
         images.fill_btrfs_subvolume(image, tmp_path / "no-such-tree", tmp_path / "mnt", tmp_path / "fill.log", "test")
     assert "Cannot open: No such file or directory" in (tmp_path / "fill.log").read_text()
     assert loopdev.loops_backed_by(image) == []
+
+
+@pytest.mark.vm
+def test_a_missing_debian_package_is_named_and_nothing_is_published(tmp_path: pathlib.Path, needs_root: None) -> None:
+    spec = rootfs.TreeSpec(name="missing-package", packages=("immutable-root-no-such-package",))
+    with pytest.raises(CommandFailed) as caught:
+        rootfs.ensure_tree(spec, cache=tmp_path)
+    assert "Unable to locate package immutable-root-no-such-package" in str(caught.value)
+    assert list((tmp_path / "trees").iterdir()) == [], "no entry and no staging directory is left behind"
