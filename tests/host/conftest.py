@@ -15,6 +15,7 @@ import pytest
 
 from support.namespace import MountNamespace
 from support.pacman import build_package, pacman_argv, prepare_root
+from support.sysext import make_root, sysext_namespace
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -33,6 +34,22 @@ def ns() -> t.Iterator[MountNamespace]:
         yield namespace
     finally:
         namespace.close()
+
+
+@pytest.fixture
+def sxns() -> t.Iterator[MountNamespace]:
+    """A namespace where systemd-sysext --root merges become visible (shared /, shared tmpfs /run)."""
+    namespace = sysext_namespace()
+    try:
+        yield namespace
+    finally:
+        namespace.close()
+
+
+@pytest.fixture
+def root(tmp_path: pathlib.Path) -> pathlib.Path:
+    """A minimal tree with a Debian 12 os-release for systemd-sysext --root."""
+    return make_root(tmp_path / "root")
 
 
 @pytest.fixture(scope="session")

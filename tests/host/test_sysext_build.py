@@ -23,27 +23,12 @@ from support.modules import direct_module, four_step
 from support.namespace import MountNamespace
 from support.pacman import build_package
 from support.sysext import (
-    DEBIAN_12, in_ns, loop_devices, make_extension, make_root, manifest, merged_now, sysext, sysext_namespace,
-    warning_texts,
+    DEBIAN_12, in_ns, loop_devices, make_extension, manifest, merged_now, sysext, warning_texts,
 )
 # The VM lab (molecule/lab, on sys.path through tests/conftest.py) caches the mmdebstrap minbase tree.
 from vmlab import rootfs
 
 DIGEST_KEY = "IMMUTABLE_ROOT_SYSEXT_DIGEST"
-
-
-@pytest.fixture
-def sxns() -> t.Iterator[MountNamespace]:
-    namespace = sysext_namespace()
-    try:
-        yield namespace
-    finally:
-        namespace.close()
-
-
-@pytest.fixture
-def root(tmp_path: pathlib.Path) -> pathlib.Path:
-    return make_root(tmp_path / "root")
 
 
 @pytest.fixture(scope="session")

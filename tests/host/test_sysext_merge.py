@@ -21,23 +21,9 @@ from ansible_collections.immutable.root.plugins.module_utils._checkpoint import 
 from support.modules import ansible_module, direct_module, four_step
 from support.namespace import MountNamespace
 from support.sysext import (
-    DEBIAN_12, erofs, ignored_by_systemd, in_ns, loop_devices, make_extension, make_root, manifest, merged_now,
-    overlay_lowerdirs, squashfs, sysext, sysext_namespace, warning_texts,
+    DEBIAN_12, erofs, ignored_by_systemd, in_ns, loop_devices, make_extension, manifest, merged_now,
+    overlay_lowerdirs, squashfs, sysext, warning_texts,
 )
-
-
-@pytest.fixture
-def sxns() -> t.Iterator[MountNamespace]:
-    namespace = sysext_namespace()
-    try:
-        yield namespace
-    finally:
-        namespace.close()
-
-
-@pytest.fixture
-def root(tmp_path: pathlib.Path) -> pathlib.Path:
-    return make_root(tmp_path / "root")
 
 
 def run(ns: MountNamespace, args: dict, check: bool = False, diff: bool = False,
