@@ -1,5 +1,5 @@
 # The README documents these targets. Each one sets itself up first.
-.PHONY: setup test lint docs types sanity units pytest bench demo clean
+.PHONY: setup test lint docs types sanity units pytest ecosystem bench demo release clean
 
 setup:
 	scripts/setup.sh
@@ -7,7 +7,7 @@ setup:
 test: setup
 	scripts/test.sh
 
-lint docs types sanity units pytest: setup
+lint docs types sanity units pytest ecosystem: setup
 	scripts/test.sh $@
 
 bench: setup
@@ -16,5 +16,9 @@ bench: setup
 demo: setup
 	scripts/demo.sh
 
+# make release VERSION=X.Y.Z
+release: setup
+	scripts/release.sh $(VERSION)
+
 clean:
-	rm -rf .venv .cache .ansible collections tests/output .pytest_cache .mypy_cache
+	rm -rf .venv .cache dist docs/build .ansible collections tests/output .pytest_cache .mypy_cache
