@@ -12,6 +12,7 @@ apt_packages=(
   qemu-system-x86 qemu-utils ovmf mmdebstrap debootstrap btrfs-progs squashfs-tools erofs-utils
   pacman-package-manager makepkg arch-install-scripts libarchive-tools mtools gdisk strace
   shellcheck zstd dosfstools e2fsprogs xz-utils util-linux fakeroot openssh-client
+  chromium
 )
 
 log() { printf '==> %s\n' "$*"; }
@@ -87,6 +88,25 @@ make_venv() {
   echo "$want" > "$stamp"
 }
 
+# galaxy-importer and ansible-builder pin versions (attrs, flake8) that conflict with the controller
+# venv, so they get a venv of their own; the ecosystem tests run them from there.
+make_tools_venv() {
+  local venv=.cache/tools-venv stamp want python
+  want=$(sha256sum requirements-tools.txt | cut -d' ' -f1)
+  stamp=$venv/.requirements.sha256
+  if [ -x $venv/bin/galaxy-importer ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
+    log "tools venv: up to date ($venv)"
+    return
+  fi
+  python=$(find_python)
+  log "tools venv: creating $venv with $python (galaxy-importer, ansible-builder)"
+  rm -rf "$venv"
+  "$python" -m venv "$venv"
+  $venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-tools.txt \
+    2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+  echo "$want" > "$stamp"
+}
+
 # ansible-test bootstraps pip in its sanity venvs with a get-pip script from a host this machine
 # cannot reach; a local stand-in built on ensurepip does the same job.
 prepare_ansible_test() {
@@ -117,5 +137,6 @@ EOT
 install_debian_packages
 unpack_refind
 make_venv
+make_tools_venv
 prepare_ansible_test
 log "setup complete"
