@@ -94,7 +94,7 @@ make_tools_venv() {
   local venv=.cache/tools-venv stamp want python
   want=$(sha256sum requirements-tools.txt | cut -d' ' -f1)
   stamp=$venv/.requirements.sha256
-  if [ -x $venv/bin/galaxy-importer ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
+  if [ -x $venv/bin/ansible-builder ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
     log "tools venv: up to date ($venv)"
     return
   fi

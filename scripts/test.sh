@@ -28,6 +28,8 @@ stage_lint() {
 stage_docs() {
   log "antsibull-docs lint-collection-docs"
   (cd "$collection" && antsibull-docs lint-collection-docs --plugin-docs .)
+  log "docsite: antsibull-docs + Sphinx, warnings fail (docs/build/html)"
+  scripts/docsite.sh "$collection"
 }
 
 stage_types() {
