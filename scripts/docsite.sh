@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The HTML docsite, offline: scripts/docsite.sh COLLECTION_DIR (a staged copy; ANSIBLE_COLLECTIONS_PATH must
-# resolve immutable.root to it). Writes docs/build/html/index.html; any Sphinx warning fails the build.
+# The HTML docsite, offline: scripts/docsite.sh COLLECTION_DIR [BUILD_DIR] (COLLECTION_DIR a staged or installed
+# copy; ANSIBLE_COLLECTIONS_PATH must resolve immutable.root to it). Writes BUILD_DIR/html/index.html (default
+# docs/build); any Sphinx warning fails the build.
 #
 # Pages: antsibull-docs' collection pages (every module, and every role from its meta/argument_specs.yml),
 # one page per playbook (scripts/docsite/playbooks.py), and every guide docs/*.md plus the VM lab's README,
@@ -10,7 +11,7 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 collection=${1:?usage: scripts/docsite.sh COLLECTION_DIR}
 site="$repo/scripts/docsite"
-build="$repo/docs/build"
+build=${2:-$repo/docs/build}
 rst="$build/rst"
 
 rm -rf "$build"
@@ -28,8 +29,8 @@ python3 "$site/playbooks.py" "$collection/playbooks" "$rst/playbooks"
 
 cat >> "$rst/index.rst" <<'EOT'
 
-Guides
-------
+Guides, playbooks and reference
+-------------------------------
 
 .. toctree::
     :maxdepth: 1
@@ -38,17 +39,11 @@ Guides
 
     guides/*
 
-Playbooks
----------
-
 .. toctree::
     :maxdepth: 2
     :caption: Playbooks
 
     playbooks/index
-
-Reference
----------
 
 .. toctree::
     :maxdepth: 1
