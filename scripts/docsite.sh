@@ -25,7 +25,8 @@ mkdir -p "$rst/guides"
 cp "$collection"/docs/*.md "$rst/guides/"
 cp "$collection/molecule/lab/README.md" "$rst/guides/vm_lab.md"
 if [ -d "$collection/docs/images" ]; then cp -r "$collection/docs/images" "$rst/guides/images"; fi
-python3 "$site/playbooks.py" "$collection/playbooks" "$rst/playbooks"
+# the Python of the Sphinx install (it has PyYAML)
+"$(dirname "$(command -v sphinx-build)")/python" "$site/playbooks.py" "$collection/playbooks" "$rst/playbooks"
 
 cat >> "$rst/index.rst" <<'EOT'
 

@@ -89,7 +89,7 @@ def test_module_runs_ad_hoc_from_the_installed_copy(installed: pathlib.Path, tmp
                           capture_output=True, text=True, check=False, env=isolated_env(installed))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     line = next(line for line in proc.stdout.splitlines() if line.startswith("localhost |"))
-    status, _, payload = line.partition(" => ")
+    status, payload = line.split(" => ", 1)
     result = json.loads(payload)
     assert "CHANGED" in status and result["changed"] is True, line
     assert result["mount"]["read_only"] is True and result["actions"], result

@@ -65,8 +65,8 @@ def test_index_in_chromium_links_every_page(site: pathlib.Path, tmp_path: pathli
     screenshot(site / "index.html", tmp_path / "profile", output_dir / "docsite-index.png")
 
 
-def test_module_page_in_chromium_has_the_option_table(site: pathlib.Path, tmp_path: pathlib.Path, output_dir: pathlib.Path,
-                                                     installed: pathlib.Path) -> None:
+def test_module_page_in_chromium_has_the_option_table(
+        site: pathlib.Path, tmp_path: pathlib.Path, output_dir: pathlib.Path, installed: pathlib.Path) -> None:
     page = site / "ro_bind_module.html"
     dom = chromium(page, tmp_path / "profile", "--dump-dom")
     assert "ansible-option-table" in dom
