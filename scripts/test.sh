@@ -12,6 +12,7 @@ export PATH="$venv/bin:$PATH"
 export ANSIBLE_PYTHON_INTERPRETER="$venv/bin/python"
 
 stage_root=$(scripts/stage.sh)
+trap 'rm -rf -- "$stage_root"' EXIT
 export ANSIBLE_COLLECTIONS_PATH="$stage_root"
 collection="$stage_root/ansible_collections/immutable/root"
 python_version=$("$venv/bin/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')

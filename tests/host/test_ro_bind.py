@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from ansible_collections.immutable.root.plugins.module_utils._checkpoint import KILL_AT_ENV, TRACE_ENV
+from ansible_collections.immutable.root.plugins.module_utils._core.checkpoint import KILL_AT_ENV, TRACE_ENV
 
 from support.modules import ansible_module, direct_module, four_step
 from support.mounts import describe, stack

@@ -5,7 +5,9 @@
 
 from __future__ import annotations
 
-from ansible_collections.immutable.root.plugins.module_utils._mountinfo import MountEntry, parse_mountinfo, stack_at
+from ansible_collections.immutable.root.plugins.module_utils._linux.mountinfo import (
+    MountEntry, parse_mountinfo, stack_at,
+)
 
 from support.namespace import MountNamespace
 
