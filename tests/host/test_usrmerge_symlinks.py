@@ -179,9 +179,13 @@ def test_kill_at_random_instants_then_one_rerun_converges(reference: Reference, 
             rerun_rc, result, stderr = direct_module(pool.ns, MODULE, {"root": root})
             assert rerun_rc == 0 and result is not None, "%s: %s" % (when, stderr)
             assert_like_reference(view, reference, when)
+    landed = ", ".join("%s %d" % item for item in sorted(reached.items()))
     with capsys.disabled():
         print("\nusrmerge random kills: seed %d, %d kills at [0, %.3f] s after the first step; last step passed: %s"
-              % (SEED, RANDOM_KILLS, longest, ", ".join("%s %d" % item for item in sorted(reached.items()))))
+              % (SEED, RANDOM_KILLS, longest, landed))
+    # Kills that all land before the first step or after the last test nothing of the crash safety.
+    interrupted = set(reached) - {"completed", "before any step"}
+    assert interrupted, "no random kill interrupted a run between its steps: %s" % landed
 
 
 def digest_tree(root: pathlib.Path) -> dict[str, tuple[t.Any, ...]]:

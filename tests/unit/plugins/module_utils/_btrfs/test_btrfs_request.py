@@ -6,10 +6,12 @@
 from __future__ import annotations
 
 import pathlib
+import time
 import typing as t
 
 import pytest
 
+from ansible_collections.immutable.root.plugins.module_utils._btrfs import request
 from ansible_collections.immutable.root.plugins.module_utils._btrfs.request import fresh_stamp, validate_options
 from ansible_collections.immutable.root.plugins.module_utils._btrfs.model import DEFAULT_COMMONS
 from ansible_collections.immutable.root.plugins.module_utils._core.errors import ParameterError
@@ -61,7 +63,20 @@ def test_accepted_options_are_normalised(tmp_path: pathlib.Path) -> None:
     assert validate_options(params(top=None, device="/dev/null"))["device"] == "/dev/null"
 
 
-def test_fresh_stamps_avoid_taken_names() -> None:
+def test_fresh_stamps_avoid_taken_names(monkeypatch: pytest.MonkeyPatch) -> None:
     first = fresh_stamp(set())
     assert len(first) == 22 and first[:14].isdigit() and first[14:].isalpha()
-    assert fresh_stamp({first}) != first
+
+    class Replayed:
+        """The letters a taken stamp has, twice over, and only then others: a stamp that ignored `taken`
+        would return the taken one."""
+
+        def __init__(self) -> None:
+            self.letters = iter("A" * 16 + "B" * 8)
+
+        def choice(self, _alphabet: str) -> str:
+            return next(self.letters)
+
+    monkeypatch.setattr(request.random, "SystemRandom", Replayed)
+    monkeypatch.setattr(request.time, "gmtime", lambda: time.struct_time((2026, 11, 23, 19, 45, 41, 0, 327, 0)))
+    assert fresh_stamp({"20261123194541AAAAAAAA"}) == "20261123194541BBBBBBBB"
