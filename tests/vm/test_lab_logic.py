@@ -378,7 +378,7 @@ def test_missing_tools_are_named_with_their_debian_package() -> None:
 
 
 def test_unknown_variant_lists_the_choices() -> None:
-    with pytest.raises(LabError, match="choose one of ext4, split-usr, btrfs-uefi"):
+    with pytest.raises(LabError, match="choose one of ext4, split-usr, split-usr-sepusr, btrfs-uefi"):
         images.variant("zfs")
 
 
