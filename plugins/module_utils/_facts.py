@@ -21,7 +21,7 @@ HIERARCHIES_KEY = "SYSTEMD_SYSEXT_HIERARCHIES"
 MUTABLE_KEY = "SYSTEMD_SYSEXT_MUTABLE_MODE"
 # A value runs to whitespace or a quote: covers `export K="v"`, `K=v`, systemd's Environment="K=v" and
 # Environment=K=v, and systemd.setenv=K=v on a kernel command line.
-_ASSIGNMENT = re.compile(r"(?:^|[\s\"';])(?:export\s+)?%s=(\"[^\"]*\"|'[^']*'|[^\s\"']*)")
+_ASSIGNMENT = re.compile(r"(?:^|[\s\"';=])(?:export\s+)?%s=(\"[^\"]*\"|'[^']*'|[^\s\"']*)")
 _MUTABLE_OPTION = re.compile(r"--mutable=([A-Za-z-]+)")
 _COMMENT = re.compile(r"^\s*[#;]")
 
