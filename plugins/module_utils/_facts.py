@@ -35,7 +35,7 @@ def _unquote(value: str) -> str:
 def assignments(text: str, key: str) -> list[str]:
     """Values assigned to key in a shell, systemd unit or kernel command line text, comments skipped."""
     pattern = re.compile(_ASSIGNMENT.pattern % re.escape(key))
-    values = []
+    values: list[str] = []
     for line in text.splitlines():
         if _COMMENT.match(line):
             continue
