@@ -141,3 +141,21 @@ def test_usrmerge_states(tops: dict, links: dict, names: list, state: str, offen
 def test_usrmerge_paths_words() -> None:
     view = usrmerge_view({"usr": node("dir"), "bin": node("link", "usr/bin"), "lib": node("dir")}, {"bin": "usr/bin"}, [])
     assert view["paths"] == {"/bin": "symlink -> usr/bin", "/lib": "directory"}
+
+
+def test_captured_split_usr_sepusr_vm() -> None:
+    # /proc/self/mountinfo, /etc/fstab and os-release captured on a booted split-usr-sepusr lab VM.
+    from ansible_collections.immutable.root.plugins.module_utils._osrelease import parse_release
+
+    captured = FIXTURES / "facts"
+    mounts = parse_mountinfo((captured / "mountinfo_split_usr_sepusr.txt").read_text())
+    root, usr = mount_view(mounts, "/"), mount_view(mounts, "/usr")
+    assert (root["source"], root["fstype"], root["own_mount"], root["read_only"]) == ("/dev/vda1", "ext4", True, False)
+    assert (usr["source"], usr["mountpoint"], usr["own_mount"]) == ("/dev/vda2", "/usr", True)
+    assert mount_view(mounts, "/usr/bin")["mountpoint"] == "/usr"
+    fstab = parse_fstab((captured / "fstab_split_usr_sepusr.txt").read_text())
+    # Nothing on the VM is a self-bind: /run/credentials ramfs and /tmp tmpfs are filesystems of their own.
+    assert locks(mounts, fstab, set()) == []
+    assert [entry.mountpoint for entry in fstab] == ["/", "/usr", "/tmp"]
+    release = parse_release((captured / "os_release_bookworm.txt").read_text())
+    assert (release["ID"], release["VERSION_ID"]) == ("debian", "12")
