@@ -37,7 +37,6 @@ from ansible_collections.immutable.root.plugins.module_utils._facts_generations 
 from ansible_collections.immutable.root.plugins.module_utils._fstab import parse_fstab
 from ansible_collections.immutable.root.plugins.module_utils._mountinfo import MountEntry, mount_containing
 from ansible_collections.immutable.root.plugins.module_utils._osrelease import read_os_release
-from ansible_collections.immutable.root.plugins.module_utils._paths import resolve_in_root
 from ansible_collections.immutable.root.plugins.module_utils._runner import Runner
 from ansible_collections.immutable.root.plugins.module_utils._sysext_images import SEARCH_DIRS
 from ansible_collections.immutable.root.plugins.module_utils._sysext_inspect import read_release

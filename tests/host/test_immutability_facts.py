@@ -60,8 +60,8 @@ def test_sysext_merge_and_its_configuration(sxns: MountNamespace, root: pathlib.
         ("/usr", True, ["tool"]), ("/opt", True, ["tool"])]
     (tool,) = sysext["extensions"]
     assert (tool["name"], tool["version"], tool["hierarchies"]) == ("tool", "1.2.3", ["/usr", "/opt"])
-    assert {(item["place"], item["value"]) for item in sysext["env"]} == {("sysext_service", "/usr:/opt"),
-                                                                        ("profile", "/usr")}
+    places = {(item["place"], item["value"]) for item in sysext["env"]}
+    assert places == {("sysext_service", "/usr:/opt"), ("profile", "/usr")}
     assert any("differs between the places" in warning for warning in found["warnings"])
     assert found["usr"]["own_mount"] and found["usr"]["fstype"] == "overlay" and found["usr"]["read_only"]
     assert found["usr"]["overlay"]["lowerdir"], "the overlay's layers are listed"

@@ -133,8 +133,8 @@ def load_image(path: Path) -> Image:
 def _build(spec: Variant, cache: Path, staging: Path, log: Path) -> None:
     started = time.monotonic()
     tools = ["qemu-img", "tar"]
-    tools += ["mkfs.ext4"] if spec.layout == "ext4" else ["mkfs.ext4", "sgdisk"] if spec.layout == "ext4-sepusr" else ["mkfs.btrfs", "btrfs", "mkfs.vfat", "mcopy", "mmd", "sgdisk",
-                                                          "unshare", "mount", "losetup", "bash"]
+    btrfs_tools = ["mkfs.btrfs", "btrfs", "mkfs.vfat", "mcopy", "mmd", "sgdisk", "unshare", "mount", "losetup", "bash"]
+    tools += {"ext4": ["mkfs.ext4"], "ext4-sepusr": ["mkfs.ext4", "sgdisk"]}.get(spec.layout, btrfs_tools)
     require_tools(tools)
     tarball = rootfs.ensure_tree(spec.tree, cache=cache)
     tree = staging / "tree"
