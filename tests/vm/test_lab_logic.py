@@ -409,7 +409,7 @@ def test_missing_tools_are_named_with_their_debian_package() -> None:
 
 
 def test_unknown_variant_lists_the_choices() -> None:
-    with pytest.raises(LabError, match="choose one of ext4, split-usr, btrfs-uefi"):
+    with pytest.raises(LabError, match="choose one of ext4, split-usr, split-usr-sepusr, btrfs-uefi"):
         images.variant("zfs")
 
 
@@ -445,3 +445,18 @@ def test_prune_removes_only_superseded_entries_nobody_holds(monkeypatch: pytest.
     with cache.locked(cache.CacheEntry(tmp_path, "images", "ext4", "3" * 64).lock_path, "test"):
         assert housekeeping.prune(tmp_path) == [superseded]
     assert current.exists() and held.exists() and other.exists() and not superseded.exists()
+
+
+def test_separate_usr_partitions_are_consecutive_and_named() -> None:
+    parts, sectors = gpt.linux_partitions([("ROOT", 1536), ("USR", 3072)])
+    assert parts[0].start == gpt.MIB_SECTORS and parts[1].start == parts[0].end + 1
+    assert parts[1].size_bytes == 3072 << 20 and sectors == parts[1].end + 1 + gpt.MIB_SECTORS
+    argv = gpt.sgdisk_partitions_argv(parts, pathlib.Path("/d.raw"))
+    assert "--change-name=1:ROOT" in argv and "--change-name=2:USR" in argv and argv[-1] == "/d.raw"
+    with pytest.raises(ValueError):
+        gpt.linux_partitions([("TINY", 8)])
+    # The variant boots root=/dev/vda1 and its fstab mounts /usr from the second partition.
+    assert images.direct_root_args("ext4-sepusr") == "root=/dev/vda1 rw"
+    assert "/dev/vda2 /usr ext4" in guest.fstab_ext4_separate_usr()
+    spec = images.VARIANTS["split-usr-sepusr"]
+    assert images.key_fields(spec, "k", None)["fstab"] == guest.fstab_ext4_separate_usr()
