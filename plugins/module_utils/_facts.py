@@ -11,11 +11,11 @@ from __future__ import annotations
 import re
 import typing as t
 
-from ansible_collections.immutable.root.plugins.module_utils._fstab import FstabEntry
-from ansible_collections.immutable.root.plugins.module_utils._mountinfo import MountEntry, mount_containing, stack_at
-from ansible_collections.immutable.root.plugins.module_utils._ro_bind import classify_layers
-from ansible_collections.immutable.root.plugins.module_utils._units import mount_unit_name
-from ansible_collections.immutable.root.plugins.module_utils._usrmerge import ALLOWED, PREFIX, Node
+from ansible_collections.immutable.root.plugins.module_utils._linux.fstab import FstabEntry
+from ansible_collections.immutable.root.plugins.module_utils._linux.mountinfo import MountEntry, mount_containing, stack_at
+from ansible_collections.immutable.root.plugins.module_utils._ro_bind.plan import classify_layers
+from ansible_collections.immutable.root.plugins.module_utils._linux.units import mount_unit_name
+from ansible_collections.immutable.root.plugins.module_utils._usrmerge.model import ALLOWED, PREFIX, Node
 
 HIERARCHIES_KEY = "SYSTEMD_SYSEXT_HIERARCHIES"
 MUTABLE_KEY = "SYSTEMD_SYSEXT_MUTABLE_MODE"

@@ -13,9 +13,8 @@ from __future__ import annotations
 import json
 import typing as t
 
-from ansible_collections.immutable.root.plugins.module_utils._btrfs_layout import (
-    CURRENT, FSTAB, LAYOUT_DIRECTORIES, Layout, generations_state,
-)
+from ansible_collections.immutable.root.plugins.module_utils._btrfs.model import CURRENT, FSTAB, LAYOUT_DIRECTORIES, Layout
+from ansible_collections.immutable.root.plugins.module_utils._btrfs.render import generations_state
 
 STATE_FILE_MAX = 4096
 # Names a tentative-upgrade mechanism may use: a generation name per file, or JSON {"name": …}.

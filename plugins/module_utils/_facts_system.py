@@ -18,12 +18,12 @@ import stat
 import tempfile
 import typing as t
 
-from ansible_collections.immutable.root.plugins.module_utils._btrfs_layout import TOP_LEVEL_ID, subvolid_of
-from ansible_collections.immutable.root.plugins.module_utils._btrfs_observe import observe as observe_layout
-from ansible_collections.immutable.root.plugins.module_utils._btrfs_top import (
-    mounted_top_level, private_mount_namespace, read_mountinfo,
-)
-from ansible_collections.immutable.root.plugins.module_utils._errors import CommandError, ImmutableRootError
+from ansible_collections.immutable.root.plugins.module_utils._btrfs.model import TOP_LEVEL_ID
+from ansible_collections.immutable.root.plugins.module_utils._btrfs.parse import subvolid_of
+from ansible_collections.immutable.root.plugins.module_utils._btrfs.observe import observe as observe_layout
+from ansible_collections.immutable.root.plugins.module_utils._btrfs.top import mounted_top_level, private_mount_namespace
+from ansible_collections.immutable.root.plugins.module_utils._linux.mountinfo import read_mountinfo
+from ansible_collections.immutable.root.plugins.module_utils._core.errors import CommandError, ImmutableRootError
 from ansible_collections.immutable.root.plugins.module_utils._facts import (
     HIERARCHIES_KEY, MUTABLE_KEY, env_places, hierarchies_to_check, locks, mount_view, mutable_options,
     overlay_layers, sysext_warnings, usrmerge_view,
@@ -34,15 +34,15 @@ from ansible_collections.immutable.root.plugins.module_utils._facts_boot import 
 from ansible_collections.immutable.root.plugins.module_utils._facts_generations import (
     STATE_FILE_MAX, absent, generation_facts, is_state_file_name,
 )
-from ansible_collections.immutable.root.plugins.module_utils._fstab import parse_fstab
-from ansible_collections.immutable.root.plugins.module_utils._mountinfo import MountEntry, mount_containing
-from ansible_collections.immutable.root.plugins.module_utils._osrelease import read_os_release
-from ansible_collections.immutable.root.plugins.module_utils._runner import Runner
-from ansible_collections.immutable.root.plugins.module_utils._sysext_images import SEARCH_DIRS
-from ansible_collections.immutable.root.plugins.module_utils._sysext_inspect import read_release
-from ansible_collections.immutable.root.plugins.module_utils._sysext_system import hierarchy_state
-from ansible_collections.immutable.root.plugins.module_utils._usrmerge_manifest import Hasher
-from ansible_collections.immutable.root.plugins.module_utils._usrmerge_walk import open_root, top_nodes
+from ansible_collections.immutable.root.plugins.module_utils._linux.fstab import parse_fstab
+from ansible_collections.immutable.root.plugins.module_utils._linux.mountinfo import MountEntry, mount_containing
+from ansible_collections.immutable.root.plugins.module_utils._linux.osrelease import read_os_release
+from ansible_collections.immutable.root.plugins.module_utils._core.runner import Runner
+from ansible_collections.immutable.root.plugins.module_utils._sysext.images import SEARCH_DIRS
+from ansible_collections.immutable.root.plugins.module_utils._sysext.inspect import read_release
+from ansible_collections.immutable.root.plugins.module_utils._sysext.merge_observe import hierarchy_state
+from ansible_collections.immutable.root.plugins.module_utils._usrmerge.manifest import Hasher
+from ansible_collections.immutable.root.plugins.module_utils._usrmerge.observe import open_root, top_nodes
 
 MAX_CONFIG_BYTES = 1 << 20
 UNIT_DIRS = ("etc/systemd/system", "run/systemd/system")
@@ -222,7 +222,7 @@ def boot_facts(runner: Runner, mounts: t.Sequence[MountEntry], esp: str | None, 
         return {"esp": None, "entries": []}
     if len(devices) > 1:
         warnings.append("several EFI System Partitions (%s); reporting %s" % (", ".join(devices), devices[0]))
-    private_mount_namespace(runner)
+    private_mount_namespace()
     directory = tempfile.mkdtemp(prefix="immutable-root-esp-")
     try:
         result = runner.run(["mount", "-o", "ro", devices[0], directory], check=False)

@@ -224,10 +224,10 @@ ansible_facts:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.immutable.root.plugins.module_utils._errors import ImmutableRootError, failure
+from ansible_collections.immutable.root.plugins.module_utils._core.errors import ImmutableRootError, failure
 from ansible_collections.immutable.root.plugins.module_utils._facts_system import gather
-from ansible_collections.immutable.root.plugins.module_utils._paths import validate_path
-from ansible_collections.immutable.root.plugins.module_utils._runner import Runner
+from ansible_collections.immutable.root.plugins.module_utils._core.paths import validate_path
+from ansible_collections.immutable.root.plugins.module_utils._core.runner import Runner
 
 
 def main() -> None:

@@ -13,9 +13,9 @@ from ansible_collections.immutable.root.plugins.module_utils._facts import (
     assignments, env_places, hierarchies_to_check, lock_unit, locks, mount_view, mutable_options, overlay_layers,
     sysext_warnings, usrmerge_view,
 )
-from ansible_collections.immutable.root.plugins.module_utils._fstab import parse_fstab
-from ansible_collections.immutable.root.plugins.module_utils._mountinfo import parse_mountinfo
-from ansible_collections.immutable.root.plugins.module_utils._usrmerge import Node
+from ansible_collections.immutable.root.plugins.module_utils._linux.fstab import parse_fstab
+from ansible_collections.immutable.root.plugins.module_utils._linux.mountinfo import parse_mountinfo
+from ansible_collections.immutable.root.plugins.module_utils._usrmerge.model import Node
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 
@@ -83,14 +83,14 @@ def test_overlay_with_upper_layer() -> None:
 
 
 def test_btrfs_subvolume_of_a_generation_root() -> None:
-    mounts = parse_mountinfo((FIXTURES / "btrfs" / "mountinfo_generation_mounted.txt").read_text())
+    mounts = parse_mountinfo((FIXTURES.parent / "_btrfs" / "fixtures" / "mountinfo_generation_mounted.txt").read_text())
     view = mount_view(mounts, "/tmp/bx/G")
     assert view["subvolume"] == "/snapshots/20261123194743AvPtLAvN/@" and view["read_only"]
 
 
 def test_locks_from_captured_mountinfo() -> None:
     # Captured: a writable self-bind, a read-only one on top, and a foreign tmpfs over both.
-    mounts = parse_mountinfo((FIXTURES / "mountinfo_private.txt").read_text())
+    mounts = parse_mountinfo((FIXTURES.parent / "_linux" / "fixtures" / "mountinfo_private.txt").read_text())
     # The foreign tmpfs on top of pacman's stack hides its lock; /locked is a plain read-only self-bind.
     assert locks(mounts, (), set()) == [{"path": "/tmp/cap/root/locked", "read_only": True, "unit": None,
                                          "persisted": None, "layers": 1}]

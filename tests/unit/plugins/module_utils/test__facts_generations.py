@@ -9,9 +9,7 @@ import typing as t
 
 import pytest
 
-from ansible_collections.immutable.root.plugins.module_utils._btrfs_layout import (
-    LAYOUT_DIRECTORIES, Generation, Layout, LinkDirectory,
-)
+from ansible_collections.immutable.root.plugins.module_utils._btrfs.model import LAYOUT_DIRECTORIES, Generation, Layout, LinkDirectory
 from ansible_collections.immutable.root.plugins.module_utils._facts_generations import (
     absent, generation_facts, is_state_file_name,
 )
