@@ -79,4 +79,4 @@ def in_process_timings(module: str, arg_files: t.Sequence[str], env: t.Mapping[s
     lines = [line for line in completed.stderr.splitlines() if line.startswith("TIMINGS ")]
     if completed.returncode != 0 or not lines:
         raise SystemExit("in-process runs of %s failed: %s" % (module, completed.stderr[-2000:]))
-    return t.cast(t.List[float], json.loads(lines[0].split(" ", 1)[1]))
+    return t.cast(list[float], json.loads(lines[0].split(" ", 1)[1]))

@@ -21,7 +21,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import typing as t
 
 from _bench import REPO, import_collection, in_process_timings, print_table
 
@@ -44,7 +43,7 @@ def main() -> None:
         path.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": {"root": root}}))
         return str(path)
 
-    def process(argv: t.List[str]) -> float:
+    def process(argv: list[str]) -> float:
         pool.sync()
         started = time.perf_counter()
         completed = subprocess.run(pool.ns.prefix() + argv, env=env, capture_output=True, text=True, check=False)
@@ -53,13 +52,13 @@ def main() -> None:
             raise SystemExit("%s failed: %s %s" % (argv, completed.stdout[-2000:], completed.stderr[-2000:]))
         return elapsed
 
-    def in_process(roots: t.List[str]) -> t.List[float]:
+    def in_process(roots: list[str]) -> list[float]:
         return in_process_timings(MODULE, [args_file(root) for root in roots], env, prefix=pool.ns.prefix(),
                                   sync_first=True)
 
     try:
         pool.from_tarball("pristine", tarball)
-        samples: t.Dict[str, t.List[float]] = {}
+        samples: dict[str, list[float]] = {}
         roots = [pool.snapshot("pristine", "inproc-%d" % number) for number in range(ROUNDS)]
         samples["module in-process"] = in_process(roots)
         samples["module in-process again"] = in_process(roots)

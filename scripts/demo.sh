@@ -14,6 +14,7 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/immutable-root-demo.XXXXXX")
 cleanup() {
   "${labctl[@]}" --state-dir "$work/lab" down "$name" >/dev/null 2>&1 || true
   rm -rf "$work"
+  [ -z "${ANSIBLE_COLLECTIONS_PATH:-}" ] || rm -rf -- "$ANSIBLE_COLLECTIONS_PATH"
 }
 trap cleanup EXIT
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, in stages: scripts/test.sh [stage...]
-# Stages: lint docs types sanity units pytest (default: all of them, in that order).
+# Stages: lint docs types sanity units pytest (default: all of them, in that order); ecosystem runs only
+# tests/ecosystem (pytest includes it).
 # pytest runs last so the run ends with its summary line; PYTEST_ADDOPTS passes extra options to it.
 set -euo pipefail
 
@@ -12,6 +13,7 @@ export PATH="$venv/bin:$PATH"
 export ANSIBLE_PYTHON_INTERPRETER="$venv/bin/python"
 
 stage_root=$(scripts/stage.sh)
+trap 'rm -rf -- "$stage_root"' EXIT
 export ANSIBLE_COLLECTIONS_PATH="$stage_root"
 collection="$stage_root/ansible_collections/immutable/root"
 python_version=$("$venv/bin/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
@@ -65,6 +67,12 @@ stage_pytest() {
   # and nothing it mounts can reach this machine's mount table.
   unshare --mount --propagation private \
     "$venv/bin/python" -m pytest -p no:cacheprovider -rsxf tests
+}
+
+stage_ecosystem() {
+  log "pytest: the release tarball, galaxy-importer, ansible-builder and the docsite in Chromium"
+  unshare --mount --propagation private \
+    "$venv/bin/python" -m pytest -p no:cacheprovider -rsxf tests/ecosystem
 }
 
 stages=("$@")

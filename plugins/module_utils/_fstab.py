@@ -1,67 +1,22 @@
 # Copyright: immutable.root contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Pure fstab(5) handling: parse entries, render one, and rewrite a file's text line by line.
-
-Comments, blank lines and unrelated entries are kept byte for byte; only the lines a module owns change.
-"""
+"""Compatibility: _fstab moved into packages; import from the new place. Removed after merging."""
 
 from __future__ import annotations
 
-import typing as t
-from dataclasses import dataclass
+from ansible_collections.immutable.root.plugins.module_utils._linux.fstab import (  # noqa: F401
+    FstabEntry,
+    parse_fstab,
+    render_entry,
+    rewrite,
+    same_entry,
+)
 
-from ansible_collections.immutable.root.plugins.module_utils._mountinfo import escape, unescape
-
-
-@dataclass(frozen=True)
-class FstabEntry:
-    line_number: int  # 1-based
-    raw: str
-    spec: str
-    mountpoint: str
-    fstype: str
-    options: tuple[str, ...]
-    freq: int
-    passno: int
-
-
-def parse_fstab(text: str) -> tuple[FstabEntry, ...]:
-    """Entries of an fstab; comment, blank and malformed lines are skipped (mount(8) ignores them too)."""
-    entries = []
-    for number, raw in enumerate(text.splitlines(), start=1):
-        fields = raw.split()
-        if not fields or fields[0].startswith("#") or len(fields) < 4:
-            continue
-        try:
-            freq = int(fields[4]) if len(fields) > 4 else 0
-            passno = int(fields[5]) if len(fields) > 5 else 0
-        except ValueError:
-            continue
-        entries.append(FstabEntry(
-            line_number=number, raw=raw, spec=unescape(fields[0]), mountpoint=unescape(fields[1]),
-            fstype=fields[2], options=tuple(fields[3].split(",")), freq=freq, passno=passno,
-        ))
-    return tuple(entries)
-
-
-def render_entry(spec: str, mountpoint: str, fstype: str, options: t.Sequence[str], freq: int = 0,
-                 passno: int = 0) -> str:
-    return "%s %s %s %s %d %d" % (escape(spec), escape(mountpoint), fstype, ",".join(options), freq, passno)
-
-
-def same_entry(entry: FstabEntry, line: str) -> bool:
-    """Whether entry means the same as line (whitespace and field escaping aside)."""
-    (parsed,) = parse_fstab(line)
-    return (entry.spec, entry.mountpoint, entry.fstype, entry.options, entry.freq, entry.passno) == (
-        parsed.spec, parsed.mountpoint, parsed.fstype, parsed.options, parsed.freq, parsed.passno)
-
-
-def rewrite(text: str, replace: t.Mapping[int, str | None], append: t.Sequence[str] = ()) -> str:
-    """text with the given 1-based lines replaced (None deletes them) and lines appended at the end."""
-    lines = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        new = replace.get(number, line)
-        if new is not None:
-            lines.append(new)
-    return "".join(line + "\n" for line in lines + list(append))
+__all__ = [
+    'FstabEntry',
+    'parse_fstab',
+    'render_entry',
+    'rewrite',
+    'same_entry',
+]

@@ -1,66 +1,16 @@
 # Copyright: immutable.root contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Path validation for module parameters, and symlink resolution confined to a tree."""
+"""Compatibility: _paths moved into packages; import from the new place. Removed after merging."""
 
 from __future__ import annotations
 
-import os
-import posixpath
+from ansible_collections.immutable.root.plugins.module_utils._core.paths import (  # noqa: F401
+    resolve_in_root,
+    validate_path,
+)
 
-from ansible_collections.immutable.root.plugins.module_utils._errors import ParameterError
-
-_MAX_SYMLINK_HOPS = 40  # the kernel's own limit (MAXSYMLINKS)
-
-
-def validate_path(param: str, value: object, must_exist: bool = False, directory: bool = False) -> str:
-    """Return value when it is an absolute, normalised path without NUL or '..'; else raise ParameterError.
-
-    Normalised means what posixpath.normpath returns: no '//', no '.', no trailing '/'. Paths are
-    refused rather than rewritten, so the path a user wrote is the path the module acts on.
-    """
-    if not isinstance(value, str) or value == "":
-        raise ParameterError(param, "must be a non-empty path, got %r" % (value,))
-    if "\0" in value:
-        raise ParameterError(param, "must not contain a NUL byte")
-    if not value.startswith("/"):
-        raise ParameterError(param, "must be an absolute path, got %r" % value)
-    if ".." in value.split("/"):
-        raise ParameterError(param, "must not contain '..', got %r" % value)
-    if posixpath.normpath(value) != value or value.startswith("//"):
-        raise ParameterError(param, "must be normalised (no '//', '.' or trailing '/'): %r, did you mean %r?"
-                             % (value, posixpath.normpath(value).replace("//", "/")))
-    if must_exist and not os.path.lexists(value):
-        raise ParameterError(param, "%s does not exist" % value)
-    if directory and not os.path.isdir(value):
-        raise ParameterError(param, "%s is not a directory" % value)
-    return value
-
-
-def resolve_in_root(root: str, relative: str) -> str:
-    """Resolve relative (a path inside root) following symlinks as if root were '/'.
-
-    Absolute link targets restart at root and '..' never climbs above it, the way chroot(2) and
-    systemd's chase(..., CHASE_PREFIX_ROOT) treat them. Missing components are kept as they are.
-    """
-    parts = [part for part in relative.split("/") if part not in ("", ".")]
-    resolved: list[str] = []
-    hops = 0
-    while parts:
-        part = parts.pop(0)
-        if part == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        candidate = os.path.join(root, *resolved, part)
-        if os.path.islink(candidate):
-            hops += 1
-            if hops > _MAX_SYMLINK_HOPS:
-                raise OSError("too many levels of symbolic links under %s: %s" % (root, relative))
-            target = os.readlink(candidate)
-            if target.startswith("/"):
-                resolved = []
-            parts = [p for p in target.split("/") if p not in ("", ".")] + parts
-            continue
-        resolved.append(part)
-    return os.path.join(root, *resolved)
+__all__ = [
+    'resolve_in_root',
+    'validate_path',
+]

@@ -1,560 +1,80 @@
 # Copyright: immutable.root contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""usrmerge_symlinks: the lstat snapshot model and the pure planner that classifies every entry.
-
-Paths are relative to the root being merged ("bin/cat", "usr/bin/cat"); messages show them as seen
-from inside that root ("/bin/cat"). Nothing here touches the system.
-"""
+"""Compatibility: _usrmerge moved into packages; import from the new place. Removed after merging."""
 
 from __future__ import annotations
 
-import typing as t
-from dataclasses import dataclass, field, replace
-
-from ansible_collections.immutable.root.plugins.module_utils._actions import Action
-from ansible_collections.immutable.root.plugins.module_utils._errors import ImmutableRootError, ParameterError
-
-ALLOWED = ("bin", "sbin", "lib", "lib32", "lib64", "libo32", "libx32")
-# Debian's is_merged (usrmerge postinst): these may point anywhere below /usr/lib*.
-ARCH_LIBS = ("lib32", "lib64", "libo32", "libx32")
-PREFIX = ".usrmerge~"  # every temporary name this module creates starts with it
-BACKUP_DIR = "var/lib/usrmerge-backup"
-SKIP_FLAG = "etc/unsupported-skip-usrmerge-conversion"
-CONFLICT_MODES = ("fail", "prefer_usr", "prefer_root")
-SKIP_FLAG_MODES = ("remove", "keep", "honour")
-KINDS = ("move", "move_symlink", "make_directory", "merge_directory", "duplicate", "equivalent_symlink",
-         "points_back", "broken_symlink", "conflict")
-BLOCK = 4096
-
-
-class UsrMergeError(ImmutableRootError):
-    """The merge cannot be planned or carried out; raised before the first change when it can be."""
-
-
-@dataclass(frozen=True)
-class Node:
-    """One lstat result. `resolved` is, for a symlink, the manifest value of what it finally resolves to."""
-
-    kind: str  # dir, file, link, fifo, char, block, socket
-    mode: int = 0o755
-    uid: int = 0
-    gid: int = 0
-    dev: int = 0
-    ino: int = 0
-    size: int = 0
-    rdev: int = 0
-    target: str = ""  # symlink text
-    digest: str = ""  # sha256 of a regular file
-    xattrs: str = ""  # digest of the extended attributes, "" when there are none
-    resolved: str = ""  # links: value of the final object, or "missing …" / "loop …"
-    resolved_path: str = ""  # links: the physical path they resolve to ("" when broken)
-    children: t.Optional[t.Mapping[str, "Node"]] = None  # directories that were walked
-
-
-@dataclass(frozen=True)
-class Request:
-    root: str
-    directories: t.Optional[t.Tuple[str, ...]]  # None: every allowed name that is a real directory
-    merge_sbin: bool = False
-    conflicts: str = "fail"
-    skip_flag: str = "remove"
-
-
-@dataclass(frozen=True)
-class Observed:
-    """What the planner needs, read from the root beforehand (see _usrmerge_walk.observe)."""
-
-    tops: t.Mapping[str, t.Optional[Node]]  # lstat of "usr", each allowed name, "usr/<name>", "usr/sbin"
-    links: t.Mapping[str, str]  # top-level symlink -> physical directory it resolves to ("" if none)
-    trees: t.Mapping[str, Node] = field(default_factory=dict)  # source directories, walked
-    usr_nodes: t.Mapping[str, Node] = field(default_factory=dict)  # destinations that exist
-    leftovers: t.Mapping[str, Node] = field(default_factory=dict)  # our temporary names
-    skip_flag: bool = False
-    usr_free: int = -1  # bytes available to root in the filesystem holding usr, -1 unknown
-    usr_free_inodes: int = -1
-    backup_dev: int = 0  # device the backup directory is (or would be) on
-    backup_problem: str = ""  # why backups cannot be written safely, "" when they can
-
-
-@dataclass(frozen=True)
-class Source:
-    """A directory to merge: path ("bin", "usr/sbin"), its destination, and the symlink text replacing it."""
-
-    path: str
-    dst: str
-    link_text: str
-
-
-@dataclass(frozen=True)
-class Layout:
-    sources: t.Tuple[Source, ...]
-    new_links: t.Tuple[t.Tuple[str, str], ...]  # (absent path, symlink text) to create
-    mapping: t.Mapping[str, str]  # top-level path -> physical directory it becomes or is
-    warnings: t.Tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class EntryOp:
-    """What happens to one entry. The executor follows the flags; `kind` is the classification."""
-
-    kind: str
-    src: str
-    dst: str
-    node: Node  # the source entry
-    create: str = ""  # how dst gets made: link, copy, symlink, mkdir, special ("" nothing)
-    symlink_text: str = ""
-    over: bool = False  # the new dst replaces an existing one (staged, then renamed over it)
-    replace_src: bool = False  # src becomes a symlink to dst afterwards
-    backup: str = ""  # path saved under BACKUP_DIR first
-    chmod_dst: bool = False  # a directory takes src's mode and owner
-
-
-@dataclass(frozen=True)
-class Conflict:
-    path: str
-    usr_path: str
-    problem: str
-    resolution: str
-    resolvable: bool
-
-    def as_dict(self) -> t.Dict[str, str]:
-        return {"path": self.path, "usr_path": self.usr_path, "problem": self.problem, "resolution": self.resolution}
-
-
-@dataclass(frozen=True)
-class Cleanup:
-    path: str
-    how: str  # unlink, rmtree
-    why: str
-
-
-@dataclass(frozen=True)
-class Plan:
-    layout: Layout
-    ops: t.Tuple[EntryOp, ...]
-    conflicts: t.Tuple[Conflict, ...]
-    overrides: t.Mapping[str, str]  # path -> manifest value expected afterwards, where it changes
-    cleanup: t.Tuple[Cleanup, ...]
-    remove_skip_flag: bool
-    needed_bytes: int
-    needed_inodes: int
-    counts: t.Mapping[str, int]
-    actions: t.Tuple[Action, ...]
-
-    @property
-    def blocking(self) -> t.Tuple[Conflict, ...]:
-        return tuple(conflict for conflict in self.conflicts if conflict.resolution == "fail")
-
-    @property
-    def empty(self) -> bool:
-        return not (self.layout.sources or self.layout.new_links or self.cleanup or self.remove_skip_flag)
-
-
-def show(path: str) -> str:
-    return "/" + path
-
-
-def describe(kind: str, mode: int, uid: int, gid: int, digest: str = "", xattrs: str = "", rdev: int = 0) -> str:
-    """The manifest value of an object: what a reader of the path gets."""
-    owner = "mode=%04o owner=%d:%d" % (mode, uid, gid)
-    if kind == "file":
-        return "file sha256=%s %s%s" % (digest, owner, " xattrs=%s" % xattrs if xattrs else "")
-    if kind in ("char", "block"):
-        return "%s rdev=%d %s" % (kind, rdev, owner)
-    return "%s %s" % (kind, owner)
-
-
-def value(node: Node) -> str:
-    if node.kind == "link":
-        return node.resolved
-    return describe(node.kind, node.mode, node.uid, node.gid, node.digest, node.xattrs, node.rdev)
-
-
-def is_broken(node: Node) -> bool:
-    return node.kind == "link" and node.resolved.startswith(("missing ", "loop "))
-
-
-def canonical(path: str, mapping: t.Mapping[str, str]) -> str:
-    """Where path lives once the merge is complete: bin/x -> usr/bin/x (and usr/sbin/x -> usr/bin/x)."""
-    parts = [part for part in path.split("/") if part]
-    for _hop in range(4):
-        for length in (2, 1):
-            head = "/".join(parts[:length])
-            if len(parts) >= length and head in mapping:
-                parts = mapping[head].split("/") + parts[length:]
-                break
-        else:
-            break
-    return "/".join(parts)
-
-
-def meaning(link_path: str, text: str, mapping: t.Mapping[str, str]) -> str:
-    """Canonical path a symlink at link_path with this text points to (lexically; '..' stops at the root)."""
-    parts = [] if text.startswith("/") else link_path.split("/")[:-1]
-    for part in text.split("/"):
-        if part in ("", "."):
-            continue
-        if part == "..":
-            parts = parts[:-1]
-        else:
-            parts = parts + [part]
-    return canonical("/".join(parts), mapping)
-
-
-def relative(target: str, start: str) -> str:
-    """posixpath.relpath for root-relative paths, without the process's working directory."""
-    to, base = [p for p in target.split("/") if p], [p for p in start.split("/") if p]
-    common = 0
-    while common < min(len(to), len(base)) and to[common] == base[common]:
-        common += 1
-    return "/".join([".."] * (len(base) - common) + to[common:]) or "."
-
-
-def parent(path: str) -> str:
-    return path.rpartition("/")[0]
-
-
-def relocated_text(src_path: str, dst_path: str, text: str, mapping: t.Mapping[str, str]) -> str:
-    """Symlink text for a copy of src_path's link placed at dst_path that points to the same object."""
-    if text.startswith("/"):
-        return text
-    wanted = meaning(src_path, text, mapping)
-    if meaning(dst_path, text, mapping) == wanted:
-        return text
-    return relative(wanted, parent(dst_path))
-
-
-def _resolves_into(physical: str, wanted: t.Sequence[str]) -> bool:
-    return any(physical == prefix or physical.startswith(prefix + "/") for prefix in wanted)
-
-
-def destination(name: str, request: Request, tops: t.Mapping[str, t.Optional[Node]],
-                links: t.Mapping[str, str]) -> str:
-    """Physical directory that name's content goes to."""
-    if name == "usr/sbin" or (name == "sbin" and request.merge_sbin):
-        return "usr/bin"
-    usr_name = "usr/" + name
-    node = tops.get(usr_name)
-    if node is None or node.kind == "dir":
-        return usr_name
-    physical = links.get(usr_name, "")
-    if node.kind == "link" and physical.startswith("usr/"):
-        return physical
-    raise ParameterError("directories", "%s cannot receive %s: it is a %s%s" % (
-        show(usr_name), show(name), node.kind, " to %s" % node.target if node.kind == "link" else ""))
-
-
-def plan_layout(request: Request, tops: t.Mapping[str, t.Optional[Node]], links: t.Mapping[str, str]) -> Layout:
-    """Which directories are merged, which are already symlinks, and where every top-level path ends up."""
-    usr = tops.get("usr")
-    if usr is None or usr.kind != "dir":
-        raise ParameterError("root", "%s/usr must be a directory, it is %s" % (
-            request.root.rstrip("/"), "missing" if usr is None else "a " + usr.kind))
-    names = list(request.directories) if request.directories is not None else [
-        name for name in ALLOWED if (tops.get(name) or Node("none")).kind == "dir"]
-    if request.merge_sbin and "sbin" not in names and (tops.get("sbin") or Node("none")).kind == "dir":
-        names.append("sbin")
-    sources: t.List[Source] = []
-    new_links: t.List[t.Tuple[str, str]] = []
-    mapping: t.Dict[str, str] = {}
-    warnings: t.List[str] = []
-    if request.merge_sbin:
-        usr_sbin = tops.get("usr/sbin")
-        mapping["usr/sbin"] = "usr/bin"
-        if usr_sbin is not None and usr_sbin.kind == "dir":
-            sources.append(Source("usr/sbin", "usr/bin", "bin"))
-        elif usr_sbin is None:
-            new_links.append(("usr/sbin", "bin"))
-        elif links.get("usr/sbin") != "usr/bin":
-            raise ParameterError("merge_sbin", "/usr/sbin is a %s that does not resolve to /usr/bin" % usr_sbin.kind)
-    for name in ALLOWED:
-        node = tops.get(name)
-        wanted = ["usr/bin"] if request.merge_sbin and name == "sbin" else ["usr/" + name]
-        if name == "sbin" and request.merge_sbin:
-            wanted.append("usr/sbin")
-        elif name in ARCH_LIBS:
-            wanted = ["usr/lib", "usr/lib32", "usr/lib64", "usr/libo32", "usr/libx32"]
-        if node is not None and node.kind == "link":
-            if _resolves_into(links.get(name, ""), wanted):
-                mapping[name] = links[name]
-            elif name in names:
-                raise ParameterError("directories", "%s is a symlink to %s, which does not resolve into %s" % (
-                    show(name), node.target, " or ".join(show(path) for path in wanted)))
-            else:
-                warnings.append("%s is a symlink to %s, not into /usr; left alone" % (show(name), node.target))
-            continue
-        if name not in names:
-            continue
-        if node is None:
-            dst = destination(name, request, tops, links)
-            if tops.get(dst) is not None:
-                new_links.append((name, "usr/bin" if dst == "usr/bin" and name == "sbin" else "usr/" + name))
-                mapping[name] = dst
-            continue
-        if node.kind != "dir":
-            raise ParameterError("directories", "%s is a %s, not a directory" % (show(name), node.kind))
-        dst = destination(name, request, tops, links)
-        mapping[name] = dst
-        sources.append(Source(name, dst, "usr/bin" if dst == "usr/bin" and name == "sbin" else "usr/" + name))
-    return Layout(tuple(sources), tuple(new_links), mapping, tuple(warnings))
-
-
-class _Classifier:
-    """Walks each source tree against the destination, as it will be after the sources before it."""
-
-    def __init__(self, request: Request, observed: Observed, layout: Layout) -> None:
-        self.request = request
-        self.observed = observed
-        self.mapping = layout.mapping
-        self.planned: t.Dict[str, t.Optional[Node]] = {}
-        self.ops: t.List[EntryOp] = []
-        self.conflicts: t.List[Conflict] = []
-        self.overrides: t.Dict[str, str] = {}
-
-    def dst_node(self, path: str) -> t.Optional[Node]:
-        if path in self.planned:
-            return self.planned[path]
-        return self.observed.usr_nodes.get(path)
-
-    def dst_dev(self, path: str) -> int:
-        top = "/".join(path.split("/")[:2])
-        node = self.observed.tops.get(top) or self.observed.usr_nodes.get(top) or self.observed.tops.get("usr")
-        return node.dev if node else 0
-
-    def fill(self, src: str, dst: str, node: Node) -> str:
-        """How a copy of node gets to dst: a hard link on the same filesystem, else a copy."""
-        if node.kind == "link":
-            return "symlink"
-        if node.dev and node.dev == self.dst_dev(dst):
-            return "link"
-        return "copy" if node.kind == "file" else "special"
-
-    def add(self, kind: str, src: str, dst: str, node: Node, **flags: t.Any) -> None:
-        if flags.get("create") == "symlink":
-            flags["symlink_text"] = relocated_text(src, dst, node.target, self.mapping)
-        self.ops.append(EntryOp(kind, src, dst, node, **flags))
-
-    def merge(self, src: str, dst: str, node: Node) -> None:
-        other = self.dst_node(dst)
-        if other is None:
-            self.into_absent(src, dst, node)
-        elif other.kind == "dir":
-            self.into_directory(src, dst, node, other)
-        elif other.kind == "link":
-            self.onto_symlink(src, dst, node, other)
-        else:
-            self.onto_file(src, dst, node, other)
-
-    def children(self, src: str, dst: str, node: Node) -> None:
-        for name, child in sorted((node.children or {}).items()):
-            self.merge(src + "/" + name, dst + "/" + name, child)
-
-    def into_absent(self, src: str, dst: str, node: Node) -> None:
-        if node.kind == "dir":
-            self.add("make_directory", src, dst, node, create="mkdir")
-            self.planned[dst] = replace(node, children=None)
-            self.children(src, dst, node)
-        elif node.kind == "link":
-            if meaning(src, node.target, self.mapping) == dst:
-                self.add("broken_symlink", src, dst, node)  # would point at itself once copied: dropped
-                return
-            self.add("move_symlink", src, dst, node, create="symlink")
-            self.planned[dst] = node
-        else:
-            self.add("move", src, dst, node, create=self.fill(src, dst, node), replace_src=True)
-            self.planned[dst] = node
-
-    def into_directory(self, src: str, dst: str, node: Node, other: Node) -> None:
-        if node.kind == "dir":
-            self.add("merge_directory", src, dst, node)
-            if (node.mode, node.uid, node.gid) != (other.mode, other.uid, other.gid):
-                self.conflict(src, dst, node, other, "directory modes or owners differ (%s vs %s)" % (
-                    value(node), value(other)))
-            self.children(src, dst, node)
-        elif node.kind == "link" and meaning(src, node.target, self.mapping) == dst:
-            self.equivalent(src, dst, node, other)
-        elif is_broken(node):
-            self.broken_source(src, dst, node, other)
-        else:
-            self.conflict(src, dst, node, other, "%s is a directory and %s is not" % (show(dst), show(src)))
-
-    def equivalent(self, src: str, dst: str, node: Node, other: Node) -> None:
-        """Two names for one thing once merged. One may dangle now because its target is not merged yet (an
-        interrupted run's symlink in /usr, say); afterwards it reads like the other."""
-        self.add("equivalent_symlink", src, dst, node)
-        if is_broken(node) and not is_broken(other):
-            self.overrides[src] = value(other)
-        elif is_broken(other) and not is_broken(node):
-            self.overrides[dst] = value(node)
-
-    def onto_symlink(self, src: str, dst: str, node: Node, other: Node) -> None:
-        dst_meaning = meaning(dst, other.target, self.mapping)
-        if node.kind == "link" and meaning(src, node.target, self.mapping) in (dst, dst_meaning):
-            self.equivalent(src, dst, node, other)
-        elif dst_meaning == dst and node.kind == "dir":
-            self.conflict(src, dst, node, other, "%s is a symlink to the directory %s" % (show(dst), show(src)))
-        elif dst_meaning == dst:
-            self.add("points_back", src, dst, node, create=self.fill(src, dst, node), over=True,
-                     replace_src=node.kind != "link")
-            self.planned[dst] = node
-        elif node.kind == "dir":
-            self.conflict(src, dst, node, other, "%s is a directory and %s is not" % (show(src), show(dst)))
-        elif is_broken(node) and not is_broken(other):
-            self.broken_source(src, dst, node, other)
-        elif is_broken(other) and not is_broken(node):
-            self.add("broken_symlink", src, dst, node, create=self.fill(src, dst, node), over=True,
-                     replace_src=node.kind != "link", backup=dst)
-            self.overrides[dst] = value(node)
-            self.planned[dst] = node
-        else:
-            self.conflict(src, dst, node, other, "both exist and differ (%s vs %s)" % (value(node), value(other)))
-
-    def onto_file(self, src: str, dst: str, node: Node, other: Node) -> None:
-        # A link resolving to a copy of the file is replaced by the file itself: same content. (Two links that
-        # resolve alike are not: one may lead through the other, and merging them would make a loop.)
-        if node.kind == "link" and (meaning(src, node.target, self.mapping) == dst or (
-                not is_broken(node) and node.resolved == value(other))):
-            self.equivalent(src, dst, node, other)
-        elif node.kind == "dir":
-            self.conflict(src, dst, node, other, "%s is a directory and %s is not" % (show(src), show(dst)))
-        elif is_broken(node):
-            self.broken_source(src, dst, node, other)
-        elif identical(node, other):
-            self.add("duplicate", src, dst, node, replace_src=True)
-        else:
-            self.conflict(src, dst, node, other, "both exist and differ (%s vs %s)" % (value(node), value(other)))
-
-    def broken_source(self, src: str, dst: str, node: Node, other: Node) -> None:
-        """A dangling symlink in the root holds nothing: the /usr entry wins, the link is saved."""
-        self.add("broken_symlink", src, dst, node, backup=src)
-        self.overrides[src] = value(other)
-
-    def conflict(self, src: str, dst: str, node: Node, other: Node, problem: str) -> None:
-        mode = self.request.conflicts
-        directories = node.kind == "dir" and other.kind == "dir"
-        keep_usr = node.kind != "dir" or directories
-        keep_root = (node.kind != "dir" and other.kind != "dir") or directories
-        if mode == "prefer_usr" and keep_usr:
-            resolution = "keep %s, save %s under %s" % (show(dst), show(src), show(BACKUP_DIR))
-            if directories:
-                resolution = "keep the mode and owner of %s" % show(dst)
-            else:
-                self.add("conflict", src, dst, node, backup=src, replace_src=node.kind != "link")
-            self.overrides[src] = value(other)
-        elif mode == "prefer_root" and keep_root:
-            resolution = "keep %s, save %s under %s" % (show(src), show(dst), show(BACKUP_DIR))
-            if directories:
-                resolution = "give %s the mode and owner of %s" % (show(dst), show(src))
-                self.ops.append(EntryOp("conflict", src, dst, node, chmod_dst=True))
-                self.planned[dst] = replace(other, mode=node.mode, uid=node.uid, gid=node.gid)
-            else:
-                self.add("conflict", src, dst, node, create=self.fill(src, dst, node), over=True,
-                         replace_src=node.kind != "link", backup=dst)
-                self.planned[dst] = node
-            self.overrides[dst] = value(node)
-        elif mode == "fail":
-            resolution = "fail"
-        else:
-            resolution = "fail"
-            problem += "; %s cannot resolve this, move one of them away by hand" % mode
-        self.conflicts.append(Conflict(show(src), show(dst), problem, resolution, resolution != "fail"))
-
-
-def identical(node: Node, other: Node) -> bool:
-    """Same object, or same type, content, mode, owner and extended attributes."""
-    if node.dev and (node.dev, node.ino) == (other.dev, other.ino):
-        return True
-    if node.kind != other.kind or (node.mode, node.uid, node.gid, node.xattrs) != (
-            other.mode, other.uid, other.gid, other.xattrs):
-        return False
-    if node.kind == "file":
-        return bool(node.digest) and node.digest == other.digest
-    return node.rdev == other.rdev
-
-
-def _walk(path: str, node: Node) -> t.Iterator[t.Tuple[str, Node]]:
-    yield path, node
-    for name, child in sorted((node.children or {}).items()):
-        yield from _walk(path + "/" + name, child)
-
-
-def plan_cleanup(observed: Observed) -> t.Tuple[Cleanup, ...]:
-    """Our temporary names: staging entries are dropped, a swapped-out old directory is removed."""
-    cleanup = []
-    for path, node in sorted(observed.leftovers.items()):
-        if node.kind != "dir":
-            cleanup.append(Cleanup(path, "unlink", "temporary entry of an interrupted run"))
-            continue
-        name = path.rpartition("/")[2]
-        owner = (parent(path) + "/" if parent(path) else "") + name[len(PREFIX):]
-        kept = [sub for sub, child in _walk(path, node) if child.kind not in ("dir", "link")]
-        if kept:
-            raise UsrMergeError("%s, left by an interrupted run, still holds %s; not removing it, inspect it by hand"
-                                % (show(path), ", ".join(show(sub) for sub in kept[:5])))
-        owner_node = observed.tops.get(owner)
-        if owner_node is not None and owner_node.kind == "link":
-            cleanup.append(Cleanup(path, "rmtree", "old directory of %s, already replaced by a symlink" % show(owner)))
-        else:
-            cleanup.append(Cleanup(path, "rmtree", "temporary directory of an interrupted run"))
-    return tuple(cleanup)
-
-
-def _summary(counts: t.Mapping[str, int]) -> str:
-    return ", ".join("%d %s" % (number, kind.replace("_", " ")) for kind, number in counts.items() if number)
-
-
-def _actions(plan_ops: t.Sequence[EntryOp], layout: Layout, cleanup: t.Sequence[Cleanup],
-             remove_flag: bool) -> t.Tuple[Action, ...]:
-    actions = [Action("remove_leftover", show(item.path), item.why) for item in cleanup]
-    if remove_flag:
-        actions.append(Action("remove_skip_flag", show(SKIP_FLAG), "debootstrap's request not to merge /usr"))
-    backups = [op.backup for op in plan_ops if op.backup]
-    if backups:
-        actions.append(Action("backup", show(BACKUP_DIR), ", ".join(show(path) for path in backups)))
-    for source in layout.sources:
-        counts = {kind: 0 for kind in KINDS}
-        for op in plan_ops:
-            if op.src == source.path or op.src.startswith(source.path + "/"):
-                counts[op.kind] += 1
-        actions.append(Action("merge", show(source.path), "into %s: %s" % (show(source.dst), _summary(counts))))
-    for source in layout.sources:
-        actions.append(Action("replace_with_symlink", show(source.path),
-                              "-> %s (atomic exchange, then the old directory is removed)" % source.link_text))
-    for path, text in layout.new_links:
-        actions.append(Action("symlink", show(path), "-> %s" % text))
-    return tuple(actions)
-
-
-def plan_usrmerge(request: Request, observed: Observed) -> Plan:
-    """Classify every entry of every source directory and decide every change, before any is made."""
-    layout = plan_layout(request, observed.tops, observed.links)
-    cleanup = plan_cleanup(observed)
-    classifier = _Classifier(request, observed, layout)
-    for source in layout.sources:
-        classifier.merge(source.path, source.dst, observed.trees[source.path])
-    ops = tuple(classifier.ops)
-    converting = bool(layout.sources or layout.new_links)
-    if converting and observed.skip_flag and request.skip_flag == "honour":
-        raise ParameterError("skip_flag", "%s exists (debootstrap's request to keep /usr split); set skip_flag=remove "
-                             "or keep to merge anyway" % show(SKIP_FLAG))
-    if any(op.backup for op in ops) and observed.backup_problem:
-        raise UsrMergeError("cannot save replaced entries: %s" % observed.backup_problem)
-    counts = {kind: sum(1 for op in ops if op.kind == kind) for kind in KINDS}
-    counts["conflict"] = len(classifier.conflicts)
-    copies = [op for op in ops if op.create == "copy"]
-    created = [op for op in ops if op.create]
-    remove_flag = converting and observed.skip_flag and request.skip_flag == "remove"
-    return Plan(
-        layout=layout,
-        ops=ops,
-        conflicts=tuple(classifier.conflicts),
-        overrides=dict(classifier.overrides),
-        cleanup=cleanup,
-        remove_skip_flag=remove_flag,
-        needed_bytes=sum(-(-op.node.size // BLOCK) * BLOCK for op in copies)
-        + BLOCK * sum(1 for op in created if op.create == "mkdir"),
-        needed_inodes=len(created),
-        counts=counts,
-        actions=_actions(ops, layout, cleanup, remove_flag),
-    )
+from ansible_collections.immutable.root.plugins.module_utils._usrmerge.model import (  # noqa: F401
+    ALLOWED,
+    ARCH_LIBS,
+    BACKUP_DIR,
+    BLOCK,
+    CONFLICT_MODES,
+    Cleanup,
+    Conflict,
+    EntryOp,
+    KINDS,
+    Layout,
+    Node,
+    Observed,
+    PREFIX,
+    Plan,
+    Request,
+    SKIP_FLAG,
+    SKIP_FLAG_MODES,
+    Source,
+    UsrMergeError,
+    canonical,
+    describe,
+    is_broken,
+    meaning,
+    parent,
+    relative,
+    relocated_text,
+    show,
+    value,
+)
+from ansible_collections.immutable.root.plugins.module_utils._usrmerge.plan import (  # noqa: F401
+    destination,
+    identical,
+    plan_cleanup,
+    plan_layout,
+    plan_usrmerge,
+)
+
+__all__ = [
+    'ALLOWED',
+    'ARCH_LIBS',
+    'BACKUP_DIR',
+    'BLOCK',
+    'CONFLICT_MODES',
+    'Cleanup',
+    'Conflict',
+    'EntryOp',
+    'KINDS',
+    'Layout',
+    'Node',
+    'Observed',
+    'PREFIX',
+    'Plan',
+    'Request',
+    'SKIP_FLAG',
+    'SKIP_FLAG_MODES',
+    'Source',
+    'UsrMergeError',
+    'canonical',
+    'describe',
+    'destination',
+    'identical',
+    'is_broken',
+    'meaning',
+    'parent',
+    'plan_cleanup',
+    'plan_layout',
+    'plan_usrmerge',
+    'relative',
+    'relocated_text',
+    'show',
+    'value',
+]

@@ -262,21 +262,21 @@ actions:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.immutable.root.plugins.module_utils._actions import as_dicts
-from ansible_collections.immutable.root.plugins.module_utils._btrfs_executor import Executor
-from ansible_collections.immutable.root.plugins.module_utils._btrfs_layout import (
-    GenerationError, generations_state, summary_state,
-)
-from ansible_collections.immutable.root.plugins.module_utils._btrfs_observe import observe
-from ansible_collections.immutable.root.plugins.module_utils._btrfs_options import build_request, validate_options
-from ansible_collections.immutable.root.plugins.module_utils._btrfs_plan import (
-    DEFAULT_COMMONS, plan_generation, predict,
-)
-from ansible_collections.immutable.root.plugins.module_utils._btrfs_top import (
+from ansible_collections.immutable.root.plugins.module_utils._core.actions import as_dicts
+from ansible_collections.immutable.root.plugins.module_utils._btrfs.execute import Executor
+from ansible_collections.immutable.root.plugins.module_utils._btrfs.model import GenerationError
+from ansible_collections.immutable.root.plugins.module_utils._btrfs.render import generations_state, summary_state
+from ansible_collections.immutable.root.plugins.module_utils._btrfs.observe import observe
+from ansible_collections.immutable.root.plugins.module_utils._btrfs.request import build_request, validate_options
+from ansible_collections.immutable.root.plugins.module_utils._btrfs.model import DEFAULT_COMMONS
+from ansible_collections.immutable.root.plugins.module_utils._btrfs.plan import plan_generation, predict
+from ansible_collections.immutable.root.plugins.module_utils._btrfs.top import (
     exclusive_lock, mounted_top_level, verify_top,
 )
-from ansible_collections.immutable.root.plugins.module_utils._errors import ImmutableRootError, ParameterError, failure
-from ansible_collections.immutable.root.plugins.module_utils._runner import Runner
+from ansible_collections.immutable.root.plugins.module_utils._core.errors import (
+    ImmutableRootError, ParameterError, failure,
+)
+from ansible_collections.immutable.root.plugins.module_utils._core.runner import Runner
 
 
 class Run:

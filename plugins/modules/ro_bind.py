@@ -190,17 +190,23 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.immutable.root.plugins.module_utils._actions import as_dicts
-from ansible_collections.immutable.root.plugins.module_utils._errors import ImmutableRootError, ParameterError, failure
-from ansible_collections.immutable.root.plugins.module_utils._paths import validate_path
-from ansible_collections.immutable.root.plugins.module_utils._ro_bind import (
-    Request, mount_state, persistence_state, persistence_warnings, plan_ro_bind, predict_mount_state,
-    predict_persistence_state, writer_warnings,
+from ansible_collections.immutable.root.plugins.module_utils._core.actions import as_dicts
+from ansible_collections.immutable.root.plugins.module_utils._core.errors import (
+    ImmutableRootError, ParameterError, failure,
 )
-from ansible_collections.immutable.root.plugins.module_utils._ro_bind_system import (
-    Executor, namespace_warnings, observe, open_writers,
+from ansible_collections.immutable.root.plugins.module_utils._core.paths import validate_path
+from ansible_collections.immutable.root.plugins.module_utils._ro_bind.model import Request
+from ansible_collections.immutable.root.plugins.module_utils._ro_bind.plan import (
+    persistence_warnings, plan_ro_bind, writer_warnings,
 )
-from ansible_collections.immutable.root.plugins.module_utils._runner import Runner
+from ansible_collections.immutable.root.plugins.module_utils._ro_bind.render import (
+    mount_state, persistence_state, predict_mount_state, predict_persistence_state,
+)
+from ansible_collections.immutable.root.plugins.module_utils._ro_bind.execute import Executor
+from ansible_collections.immutable.root.plugins.module_utils._ro_bind.observe import (
+    namespace_warnings, observe, open_writers,
+)
+from ansible_collections.immutable.root.plugins.module_utils._core.runner import Runner
 
 
 def build_request(params: dict) -> Request:

@@ -191,18 +191,28 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.immutable.root.plugins.module_utils._actions import as_dicts
-from ansible_collections.immutable.root.plugins.module_utils._errors import ImmutableRootError, ParameterError, failure
-from ansible_collections.immutable.root.plugins.module_utils._paths import validate_path
-from ansible_collections.immutable.root.plugins.module_utils._runner import Runner
-from ansible_collections.immutable.root.plugins.module_utils._sysext_build import (
-    DROPPED_LIMIT, BuildRequest, Source, image_path, plan_build, source_kind, validate_compression,
-    validate_compression_level, validate_name, validate_release, with_digest,
+from ansible_collections.immutable.root.plugins.module_utils._core.actions import as_dicts
+from ansible_collections.immutable.root.plugins.module_utils._core.errors import (
+    ImmutableRootError, ParameterError, failure,
 )
-from ansible_collections.immutable.root.plugins.module_utils._sysext_build_system import (
-    Builder, observe_build,
+from ansible_collections.immutable.root.plugins.module_utils._core.paths import validate_path
+from ansible_collections.immutable.root.plugins.module_utils._core.runner import Runner
+from ansible_collections.immutable.root.plugins.module_utils._sysext.build_model import (
+    BuildRequest, DROPPED_LIMIT, Source,
 )
-from ansible_collections.immutable.root.plugins.module_utils._sysext_plan import validate_hierarchies
+from ansible_collections.immutable.root.plugins.module_utils._sysext.build_plan import (
+    image_path,
+    plan_build,
+    source_kind,
+    validate_compression,
+    validate_compression_level,
+    validate_name,
+    validate_release,
+    with_digest,
+)
+from ansible_collections.immutable.root.plugins.module_utils._sysext.build_execute import Builder
+from ansible_collections.immutable.root.plugins.module_utils._sysext.build_observe import observe_build
+from ansible_collections.immutable.root.plugins.module_utils._sysext.merge_plan import validate_hierarchies
 
 
 def build_request(params: dict) -> BuildRequest:

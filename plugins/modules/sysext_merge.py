@@ -251,18 +251,29 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.immutable.root.plugins.module_utils._actions import as_dicts
-from ansible_collections.immutable.root.plugins.module_utils._errors import ImmutableRootError, ParameterError, failure
-from ansible_collections.immutable.root.plugins.module_utils._paths import validate_path
-from ansible_collections.immutable.root.plugins.module_utils._runner import Runner
-from ansible_collections.immutable.root.plugins.module_utils._sysext_plan import (
-    MergeRequest, check_versions, extensions_result, failure_lines, hierarchies_result, layer_order, merge_state,
-    merged_names, plan_sysext_merge, predict_hierarchies, validate_hierarchies, validate_required,
-    verification_problem, warnings,
+from ansible_collections.immutable.root.plugins.module_utils._core.actions import as_dicts
+from ansible_collections.immutable.root.plugins.module_utils._core.errors import (
+    ImmutableRootError, ParameterError, failure,
 )
-from ansible_collections.immutable.root.plugins.module_utils._sysext_release import SysextError
-from ansible_collections.immutable.root.plugins.module_utils._sysext_system import (
-    Executor, observe, observe_hierarchies, systemd_version,
+from ansible_collections.immutable.root.plugins.module_utils._core.paths import validate_path
+from ansible_collections.immutable.root.plugins.module_utils._core.runner import Runner
+from ansible_collections.immutable.root.plugins.module_utils._sysext.merge_model import MergeRequest
+from ansible_collections.immutable.root.plugins.module_utils._sysext.merge_plan import (
+    check_versions,
+    layer_order,
+    plan_sysext_merge,
+    predict_hierarchies,
+    validate_hierarchies,
+    validate_required,
+    verification_problem,
+)
+from ansible_collections.immutable.root.plugins.module_utils._sysext.merge_render import (
+    extensions_result, failure_lines, hierarchies_result, merge_state, merged_names, warnings,
+)
+from ansible_collections.immutable.root.plugins.module_utils._sysext.release import SysextError
+from ansible_collections.immutable.root.plugins.module_utils._sysext.merge_execute import Executor
+from ansible_collections.immutable.root.plugins.module_utils._sysext.merge_observe import (
+    observe, observe_hierarchies, systemd_version,
 )
 
 

@@ -204,20 +204,23 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.immutable.root.plugins.module_utils._actions import as_dicts
-from ansible_collections.immutable.root.plugins.module_utils._errors import ImmutableRootError, ParameterError, failure
-from ansible_collections.immutable.root.plugins.module_utils._paths import validate_path
-from ansible_collections.immutable.root.plugins.module_utils._usrmerge import (
-    ALLOWED, CONFLICT_MODES, SKIP_FLAG_MODES, Request, UsrMergeError, plan_usrmerge, show,
+from ansible_collections.immutable.root.plugins.module_utils._core.actions import as_dicts
+from ansible_collections.immutable.root.plugins.module_utils._core.errors import (
+    ImmutableRootError, ParameterError, failure,
 )
-from ansible_collections.immutable.root.plugins.module_utils._usrmerge_state import (
+from ansible_collections.immutable.root.plugins.module_utils._core.paths import validate_path
+from ansible_collections.immutable.root.plugins.module_utils._usrmerge.model import (
+    ALLOWED, CONFLICT_MODES, Request, SKIP_FLAG_MODES, UsrMergeError, show,
+)
+from ansible_collections.immutable.root.plugins.module_utils._usrmerge.plan import plan_usrmerge
+from ansible_collections.immutable.root.plugins.module_utils._usrmerge.render import (
     check_space, layout_state, predicted_tops, remaining_work, shown_names, symlinks,
 )
-from ansible_collections.immutable.root.plugins.module_utils._usrmerge_exec import Executor
-from ansible_collections.immutable.root.plugins.module_utils._usrmerge_manifest import (
+from ansible_collections.immutable.root.plugins.module_utils._usrmerge.execute import Executor
+from ansible_collections.immutable.root.plugins.module_utils._usrmerge.manifest import (
     Hasher, after, before, differences, expected,
 )
-from ansible_collections.immutable.root.plugins.module_utils._usrmerge_walk import observe
+from ansible_collections.immutable.root.plugins.module_utils._usrmerge.observe import observe
 
 MAX_LISTED = 20
 

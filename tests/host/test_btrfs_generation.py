@@ -18,9 +18,10 @@ import typing as t
 
 import pytest
 
-from ansible_collections.immutable.root.plugins.module_utils import _btrfs_observe as observe
-from ansible_collections.immutable.root.plugins.module_utils._runner import Runner
-from ansible_collections.immutable.root.plugins.module_utils._checkpoint import KILL_AT_ENV, TRACE_ENV
+from ansible_collections.immutable.root.plugins.module_utils._btrfs import observe
+from ansible_collections.immutable.root.plugins.module_utils._linux import btrfs_ioctl
+from ansible_collections.immutable.root.plugins.module_utils._core.runner import Runner
+from ansible_collections.immutable.root.plugins.module_utils._core.checkpoint import KILL_AT_ENV, TRACE_ENV
 
 from support.btrfs import (
     Disk, Pool, check_layout, dump, listing, minbase_tree, module, mountinfo, ok, run, shared_pool, slots_of,
@@ -278,7 +279,7 @@ def test_observation_reads_ids_flags_and_times_as_btrfs_lists_them(disk: Disk, m
     run(["btrfs", "property", "set", "-ts", top + "/snapshots/b/@", "ro", "true"])
     runner = Runner(LocalModule(), environ={"TZ": "UTC"})
     with_ioctl = observe.observe_generations(runner, top)
-    monkeypatch.setattr(observe, "GET_SUBVOL_INFO", 0x4008941F)  # a number btrfs does not know: ENOTTY
+    monkeypatch.setattr(btrfs_ioctl, "GET_SUBVOL_INFO", 0x4008941F)  # a number btrfs does not know: ENOTTY
     assert observe.observe_generations(runner, top) == with_ioctl
     listed = {line.split(" path ")[1]: line for line in
               run(["btrfs", "subvolume", "list", "-s", top], env=dict(os.environ, TZ="UTC")).stdout.splitlines()}

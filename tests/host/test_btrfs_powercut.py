@@ -12,15 +12,19 @@ harness is not blind.
 from __future__ import annotations
 
 import pathlib
+import signal
+import subprocess
+import sys
 import typing as t
 
 import pytest
 
-from ansible_collections.immutable.root.plugins.module_utils._checkpoint import TRACE_ENV
+from ansible_collections.immutable.root.plugins.module_utils._core.checkpoint import TRACE_ENV
 
 from support.btrfs import Disk, Pool, ok, shared_pool
 from support.modules import direct_module
 from support.powercut import SYSCTL, VIEWS, WRITEBACK_OFF, PowerCut, module_argv, naive_argv, writeback_off
+from support.wait import wait_for
 
 OLD, NEW = ("old",) * 4, ("new", "old", "old", "old")
 
@@ -92,3 +96,23 @@ def test_the_harness_sees_a_naive_switch_lose_its_change(harness: PowerCut) -> N
         assert reached and all(views[view].error is None for view in VIEWS), views
         lost.append(views["nologreplay"].current == "old")
     assert any(lost), "the harness did not detect a non-durable switch: it would be blind"
+
+
+KILLED_INSIDE_WRITEBACK_OFF = """
+import os, signal, sys
+sys.path.insert(0, sys.argv[1])
+from support.powercut import SYSCTL, WRITEBACK_OFF, writeback_off
+with writeback_off():
+    print({name: (SYSCTL / name).read_text().strip() for name in WRITEBACK_OFF} == WRITEBACK_OFF, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_killed_run_still_gets_writeback_back() -> None:
+    """Regression: the sysctls were restored in a finally, which SIGKILL skips, leaving writeback off host-wide."""
+    before = {name: (SYSCTL / name).read_text().strip() for name in WRITEBACK_OFF}
+    child = subprocess.run([sys.executable, "-c", KILLED_INSIDE_WRITEBACK_OFF, str(pathlib.Path(__file__).parents[1])],
+                           capture_output=True, text=True, timeout=60, check=False)
+    assert child.returncode == -signal.SIGKILL and child.stdout.strip() == "True", child.stderr
+    wait_for(lambda: {name: (SYSCTL / name).read_text().strip() for name in WRITEBACK_OFF} == before,
+             "the guard to restore the writeback sysctls", timeout=30)

@@ -8,12 +8,13 @@ from __future__ import annotations
 import os
 import pathlib
 import subprocess
+import sys
 
 import pytest
 
-from ansible_collections.immutable.root.plugins.module_utils._checkpoint import KILL_AT_ENV, TRACE_ENV
+from ansible_collections.immutable.root.plugins.module_utils._core.checkpoint import KILL_AT_ENV, TRACE_ENV
 
-from support.modules import ansible_module, direct_module, four_step
+from support.modules import ansible_module, collections_path, direct_module, four_step
 from support.mounts import describe, stack
 from support.namespace import MountNamespace
 from support.pacman import pacman_argv, tree_digest
@@ -237,3 +238,28 @@ def test_open_writers_are_reported(ns: MountNamespace, tmp_path: pathlib.Path) -
         if writer.poll() is None:
             writer.kill()
             writer.wait()
+
+
+BIND_READ_ONLY = """
+import sys
+from ansible_collections.immutable.root.plugins.module_utils._linux.mount_api import bind_read_only
+bind_read_only(sys.argv[1])
+"""
+
+
+def test_the_lock_acts_on_the_checked_directory_never_through_a_symlink(ns: MountNamespace,
+                                                                        tmp_path: pathlib.Path) -> None:
+    """Regression: the path was checked with realpath and bound later by name (open_tree without
+    AT_SYMLINK_NOFOLLOW), so a component swapped for a symlink in between redirected the lock."""
+    (tmp_path / "real").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    os.symlink(tmp_path / "elsewhere", tmp_path / "swapped")
+    env = {"PYTHONPATH": collections_path()}
+    before = ns.mountinfo()
+    refused = ns.run([sys.executable, "-c", BIND_READ_ONLY, str(tmp_path / "swapped")], check=False, env=env)
+    assert refused.returncode != 0 and "changed since it was checked" in refused.stderr, refused.stderr
+    assert ns.mountinfo() == before, "nothing was mounted, least of all on the symlink's target"
+    ns.run([sys.executable, "-c", BIND_READ_ONLY, str(tmp_path / "real")], env=env)
+    fields = [line.split() for line in ns.mountinfo().splitlines()]
+    locked = [f for f in fields if f[4] == str(tmp_path / "real")]
+    assert len(locked) == 1 and "ro" in locked[0][5].split(","), locked

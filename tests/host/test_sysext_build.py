@@ -17,7 +17,7 @@ import typing as t
 
 import pytest
 
-from ansible_collections.immutable.root.plugins.module_utils._checkpoint import KILL_AT_ENV, TRACE_ENV
+from ansible_collections.immutable.root.plugins.module_utils._core.checkpoint import KILL_AT_ENV, TRACE_ENV
 
 from support.modules import direct_module, four_step
 from support.namespace import MountNamespace

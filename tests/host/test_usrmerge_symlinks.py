@@ -21,7 +21,7 @@ import typing as t
 
 import pytest
 
-from ansible_collections.immutable.root.plugins.module_utils._checkpoint import KILL_AT_ENV, TRACE_ENV
+from ansible_collections.immutable.root.plugins.module_utils._core.checkpoint import KILL_AT_ENV, TRACE_ENV
 
 from support.modules import ansible_module, direct_module, four_step
 from support.namespace import MountNamespace
@@ -41,11 +41,11 @@ class Reference:
     """The pristine split tree and the module's uninterrupted result on it."""
 
     pool: BtrfsPool
-    steps: t.List[str]
+    steps: list[str]
     changing: float  # the part of a run after its first step boundary, where it changes the tree
-    manifest: t.Dict[str, Entry]
-    originals: t.List[str]
-    resolved: t.Dict[str, t.List[int]]
+    manifest: dict[str, Entry]
+    originals: list[str]
+    resolved: dict[str, list[int]]
 
     @property
     def view(self) -> pathlib.Path:
@@ -83,7 +83,7 @@ def reference(pool: BtrfsPool, tmp_path_factory: pytest.TempPathFactory) -> Refe
 
 
 @contextlib.contextmanager
-def case(pool: BtrfsPool, name: str) -> t.Iterator[t.Tuple[str, pathlib.Path]]:
+def case(pool: BtrfsPool, name: str) -> t.Iterator[tuple[str, pathlib.Path]]:
     """A writable snapshot of the pristine tree, deleted afterwards."""
     root = pool.snapshot("pristine", name)
     try:
@@ -165,7 +165,7 @@ def test_kill_at_random_instants_then_one_rerun_converges(reference: Reference, 
     there, before any change)."""
     pool = reference.pool
     longest = 1.1 * reference.changing
-    reached: t.Dict[str, int] = {}
+    reached: dict[str, int] = {}
     for number, delay in enumerate(random_delays(SEED, RANDOM_KILLS, longest)):
         trace = tmp_path / ("trace-%d" % number)
         with case(pool, "random-%d" % number) as (root, view):
@@ -179,12 +179,16 @@ def test_kill_at_random_instants_then_one_rerun_converges(reference: Reference, 
             rerun_rc, result, stderr = direct_module(pool.ns, MODULE, {"root": root})
             assert rerun_rc == 0 and result is not None, "%s: %s" % (when, stderr)
             assert_like_reference(view, reference, when)
+    landed = ", ".join("%s %d" % item for item in sorted(reached.items()))
     with capsys.disabled():
         print("\nusrmerge random kills: seed %d, %d kills at [0, %.3f] s after the first step; last step passed: %s"
-              % (SEED, RANDOM_KILLS, longest, ", ".join("%s %d" % item for item in sorted(reached.items()))))
+              % (SEED, RANDOM_KILLS, longest, landed))
+    # Kills that all land before the first step or after the last test nothing of the crash safety.
+    interrupted = set(reached) - {"completed", "before any step"}
+    assert interrupted, "no random kill interrupted a run between its steps: %s" % landed
 
 
-def digest_tree(root: pathlib.Path) -> t.Dict[str, t.Tuple[t.Any, ...]]:
+def digest_tree(root: pathlib.Path) -> dict[str, tuple[t.Any, ...]]:
     found = {}
     for path, entry in tree_manifest(root).items():
         st = os.lstat(root / path)
@@ -227,7 +231,7 @@ def test_planted_symlink_never_leads_outside_the_root(reference: Reference, tmp_
             assert_like_reference(view, reference, "planted at %s" % step)
 
 
-def add_files(view: pathlib.Path, files: t.Mapping[str, t.Optional[str]]) -> None:
+def add_files(view: pathlib.Path, files: t.Mapping[str, str | None]) -> None:
     for path, content in files.items():
         target = view / path
         if content is None:

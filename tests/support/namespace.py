@@ -11,7 +11,7 @@ import subprocess
 import typing as t
 
 # A shared / and /run inside the namespace, as on a systemd host: systemd-sysext mounts from a child
-# namespace of its own, and only a shared mount lets the result reach us (see field notes).
+# namespace of its own, and only a shared mount lets the result reach us (docs/sysext.md).
 SYSTEMD_LIKE = "mount --make-rshared / && mount -t tmpfs -o mode=0755 run /run && mount --make-shared /run"
 
 

@@ -1,7 +1,7 @@
 # Copyright: immutable.root contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Power-cut images without device-mapper (the field notes' recipe, 0 false tears in 56 runs).
+"""Power-cut images without device-mapper (a measured recipe: 0 false tears in 56 runs).
 
 The golden image lives on a btrfs pool, so copies are reflinks. A copy of it is attached with
 `losetup --direct-io=on` (no page cache between the filesystem and the image file) and mounted with
@@ -23,12 +23,12 @@ import sys
 import tempfile
 import typing as t
 
-from ansible_collections.immutable.root.plugins.module_utils._btrfs_layout import render_fstab
-from ansible_collections.immutable.root.plugins.module_utils._checkpoint import STOP_AT_ENV
 
 from support.btrfs import Disk, run
 from support.modules import collections_path
 
+# The checkpoint's variable, spelled here so the oracle imports nothing of the plugins.
+STOP_AT_ENV = "IMMUTABLE_ROOT_STOP_AT"
 SYSCTL = pathlib.Path("/proc/sys/vm")
 WRITEBACK_OFF = {"dirty_writeback_centisecs": "0", "dirty_expire_centisecs": "360000"}
 VIEWS = ("nologreplay", "normal")
@@ -47,10 +47,28 @@ os.kill(os.getpid(), signal.SIGSTOP)
 """
 
 
+# Restores the saved sysctls once its standard input reaches EOF, which happens when the process holding the
+# pipe's write end exits in any way, SIGKILL included. It runs in a session of its own, so killing the test's
+# process group does not take it along.
+RESTORE_GUARD = """
+import json, sys
+saved = json.loads(sys.argv[1])
+sys.stdin.buffer.read()
+for name, value in saved.items():
+    with open("/proc/sys/vm/" + name, "w") as handle:
+        handle.write(value)
+"""
+
+
 @contextlib.contextmanager
 def writeback_off() -> t.Iterator[dict[str, str]]:
-    """Turn periodic writeback off (a machine-wide sysctl) and restore the saved values, also on failure."""
+    """Turn periodic writeback off (a machine-wide sysctl) and restore the saved values, also on failure and
+    also when this process is killed (a guard process restores them when its pipe from us closes)."""
     saved = {name: (SYSCTL / name).read_text().strip() for name in WRITEBACK_OFF}
+    reader, writer = os.pipe()
+    guard = subprocess.Popen([sys.executable, "-c", RESTORE_GUARD, json.dumps(saved)], stdin=reader,
+                             start_new_session=True, close_fds=True)
+    os.close(reader)
     try:
         for name, value in WRITEBACK_OFF.items():
             (SYSCTL / name).write_text(value)
@@ -58,6 +76,8 @@ def writeback_off() -> t.Iterator[dict[str, str]]:
     finally:
         for name, value in saved.items():
             (SYSCTL / name).write_text(value)
+        os.close(writer)
+        guard.wait(timeout=30)
 
 
 class View(t.NamedTuple):
@@ -83,7 +103,7 @@ def inspect_layout(top: str) -> View:
         template = pathlib.Path(top, "fstab").read_text()
         for name in set(slots):
             fstab = pathlib.Path(top, "snapshots", name, "@", "etc", "fstab")
-            if fstab.read_text() != render_fstab(template, name):
+            if fstab.read_text() != template.replace("CURRENT_SNAPSHOTS_PATH", "/snapshots/" + name):
                 return View("generation %s has a torn fstab" % name, slots)
         return View(None, slots)
     except (OSError, ValueError) as exc:

@@ -9,7 +9,6 @@ import hashlib
 import os
 import pathlib
 import re
-import shutil
 import subprocess
 import typing as t
 
@@ -20,7 +19,7 @@ SYSEXT_ENV = {"SYSTEMD_NSPAWN_LOCK": "0", "SYSTEMD_PAGER": "cat"}
 
 
 def sysext_namespace() -> MountNamespace:
-    """A namespace where systemd-sysext --root works: / rshared, /run a shared tmpfs (field notes)."""
+    """A namespace where systemd-sysext --root works: / rshared, /run a shared tmpfs (the propagation trap in docs/sysext.md)."""
     return MountNamespace(SYSTEMD_LIKE)
 
 
@@ -145,8 +144,3 @@ def manifest(path: pathlib.Path) -> dict[str, tuple]:
             result[os.path.relpath(full, path)] = (st.st_mode, st.st_uid, st.st_gid, st.st_size, st.st_mtime_ns,
                                                    content, xattrs)
     return result
-
-
-def copy_tree(source: pathlib.Path, dest: pathlib.Path) -> pathlib.Path:
-    shutil.copytree(source, dest, symlinks=True)
-    return dest

@@ -4,7 +4,7 @@
 """Split-/usr trees for usrmerge tests and benchmarks.
 
 - BtrfsPool: a btrfs filesystem on a loop image, mounted only inside a MountNamespace; fixture trees are
-  subvolumes and every case works on a snapshot (about 30 ms to make, see the field notes).
+  subvolumes and every case works on a snapshot (about 30 ms to make, measured on this kind of machine).
 - Debian's convert-usrmerge, downloaded once with `apt-get download` and run inside a copy (chroot, /proc
   mounted in the namespace), never on this machine.
 - Manifests: whole-tree (type, mode, owner, size, link target, content) and "what each path resolves to
@@ -40,7 +40,7 @@ class BtrfsPool:
     """Subvolumes on a private btrfs loop image; `path()` is for commands run in the namespace, `view()` for
     reading from this process (through /proc/PID/root, which walks the namespace's mounts)."""
 
-    def __init__(self, workdir: pathlib.Path, size: str = "2G", ns: t.Optional[MountNamespace] = None) -> None:
+    def __init__(self, workdir: pathlib.Path, size: str = "2G", ns: MountNamespace | None = None) -> None:
         self.workdir = workdir
         self.ns = ns or MountNamespace()
         self.image = workdir / "pool.img"
@@ -152,7 +152,7 @@ FIND_FIELDS = "%P", "%y", "%m", "%U", "%G", "%s", "%i", "%l"
 KINDS = {"d": "dir", "l": "link", "f": "file"}
 
 
-def tree_manifest(root: pathlib.Path, skip: t.Sequence[str] = ()) -> t.Dict[str, Entry]:
+def tree_manifest(root: pathlib.Path, skip: t.Sequence[str] = ()) -> dict[str, Entry]:
     """Every path below root (without following symlinks), with what identifies its content.
 
     find(1) lists it: four times faster than os.walk here, which matters for hundreds of kill points.
@@ -177,7 +177,7 @@ def sha256(path: pathlib.Path) -> str:
 
 
 def tree_differences(first: pathlib.Path, first_manifest: t.Mapping[str, Entry], second: pathlib.Path,
-                     second_manifest: t.Mapping[str, Entry]) -> t.List[str]:
+                     second_manifest: t.Mapping[str, Entry]) -> list[str]:
     """Paths that differ in type, mode, owner, symlink text or content (read only where the inodes differ)."""
     differing = []
     for path in sorted(set(first_manifest) | set(second_manifest)):
@@ -191,13 +191,13 @@ def tree_differences(first: pathlib.Path, first_manifest: t.Mapping[str, Entry],
     return differing
 
 
-def original_paths(manifest: t.Mapping[str, Entry]) -> t.List[str]:
+def original_paths(manifest: t.Mapping[str, Entry]) -> list[str]:
     """Every path in the split directories, and its /usr counterpart where that exists too."""
     paths = [path for path in manifest if path.split("/")[0] in OLD_DIRECTORIES]
     return sorted(paths + ["usr/" + path for path in paths if "usr/" + path in manifest])
 
 
-def resolve_in_chroot(root: pathlib.Path, paths: t.Sequence[str]) -> t.Dict[str, t.List[int]]:
+def resolve_in_chroot(root: pathlib.Path, paths: t.Sequence[str]) -> dict[str, list[int]]:
     """What each path resolves to (following symlinks) as a process chroot()ed into root sees it:
     [inode, mode, uid, gid, size] for files, [0, mode, uid, gid, 0] for directories, [] when missing."""
     reader, writer = os.pipe()
@@ -224,14 +224,14 @@ def resolve_in_chroot(root: pathlib.Path, paths: t.Sequence[str]) -> t.Dict[str,
     with os.fdopen(reader) as handle:
         data = handle.read()
     os.waitpid(pid, 0)
-    return t.cast(t.Dict[str, t.List[int]], json.loads(data))
+    return t.cast(dict[str, list[int]], json.loads(data))
 
 
 def shell_works(root: pathlib.Path) -> subprocess.CompletedProcess:
     return subprocess.run(["chroot", str(root), "/bin/sh", "-c", "true"], capture_output=True, text=True, check=False)
 
 
-def module_argv(module: str, args: t.Mapping[str, t.Any], directory: pathlib.Path) -> t.Tuple[t.List[str], str]:
+def module_argv(module: str, args: t.Mapping[str, t.Any], directory: pathlib.Path) -> tuple[list[str], str]:
     """argv of a direct module run and its args file (as support.modules.direct_module builds them)."""
     module_args = dict(args, _ansible_check_mode=False, _ansible_diff=False)
     handle = tempfile.NamedTemporaryFile("w", suffix=".json", dir=directory, delete=False)
@@ -242,7 +242,7 @@ def module_argv(module: str, args: t.Mapping[str, t.Any], directory: pathlib.Pat
 
 
 def run_killed_after(ns: MountNamespace, module: str, args: t.Mapping[str, t.Any], delay: float,
-                     directory: pathlib.Path, env: t.Optional[t.Mapping[str, str]] = None) -> t.Optional[int]:
+                     directory: pathlib.Path, env: t.Mapping[str, str] | None = None) -> int | None:
     """Run the module, and SIGKILL it `delay` seconds after it passed its first step boundary (where it
     pauses itself until the timer starts); its return code if it ended before that, else None."""
     from ansible_collections.immutable.root.plugins.module_utils._checkpoint import STOP_AT_ENV
@@ -270,7 +270,7 @@ def run_killed_after(ns: MountNamespace, module: str, args: t.Mapping[str, t.Any
 
 
 def start_stopping_at(ns: MountNamespace, module: str, args: t.Mapping[str, t.Any], step: int,
-                      directory: pathlib.Path) -> t.Tuple[subprocess.Popen, str]:
+                      directory: pathlib.Path) -> tuple[subprocess.Popen, str]:
     """Start the module so that it stops itself (SIGSTOP) at boundary `step`; returns once it has stopped
     (or ended first)."""
     from ansible_collections.immutable.root.plugins.module_utils._checkpoint import STOP_AT_ENV
@@ -285,7 +285,7 @@ def start_stopping_at(ns: MountNamespace, module: str, args: t.Mapping[str, t.An
     return process, args_file
 
 
-def finish(process: subprocess.Popen, args_file: str) -> t.Tuple[int, t.Optional[t.Dict[str, t.Any]], str]:
+def finish(process: subprocess.Popen, args_file: str) -> tuple[int, dict[str, t.Any] | None, str]:
     if process.returncode is None:
         os.kill(process.pid, signal.SIGCONT)
     stdout, stderr = process.communicate(timeout=600)
@@ -296,6 +296,6 @@ def finish(process: subprocess.Popen, args_file: str) -> t.Tuple[int, t.Optional
         return process.returncode, None, stderr
 
 
-def random_delays(seed: int, count: int, longest: float) -> t.List[float]:
+def random_delays(seed: int, count: int, longest: float) -> list[float]:
     generator = random.Random(seed)
     return [round(generator.uniform(0.0, longest), 4) for _number in range(count)]

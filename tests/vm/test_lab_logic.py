@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import os
 import pathlib
+import shutil
+import subprocess
 
 import pytest
 
 from vmlab import aptsources, cache, gpt, guest, images, instance, qemu, refind, rootfs
 from vmlab.errors import LabError, MissingTool
 from vmlab.run import redact, require_tools
+
+from support.wait import wait_for
 
 # --- content keys ---------------------------------------------------------------------------------------------
 
@@ -223,8 +227,16 @@ def test_debootstrap_argv_for_the_split_usr_host_tree() -> None:
                     "bookworm", "/t", "file:/srv/m"]
 
 
-def test_builders_run_in_a_private_mount_namespace() -> None:
-    assert rootfs.in_private_namespace(["x"]) == ["unshare", "--mount", "--propagation", "private", "x"]
+def test_builders_run_in_a_private_mount_namespace(needs_root: None, tmp_path: pathlib.Path) -> None:
+    """Run the wrapped command for real: a mount it makes is in another namespace and never reaches ours."""
+    target = tmp_path / "mnt"
+    target.mkdir()
+    script = 'readlink /proc/self/ns/mnt && mount -t tmpfs lab-test "$1" && grep -c " %s " /proc/self/mountinfo' % target
+    result = subprocess.run(rootfs.in_private_namespace(["sh", "-c", script, "sh", str(target)]),
+                            capture_output=True, text=True, check=True)
+    namespace, mounted = result.stdout.split()
+    assert namespace != os.readlink("/proc/self/ns/mnt") and mounted == "1"
+    assert " %s " % target not in pathlib.Path("/proc/self/mountinfo").read_text()
 
 
 def _cfg(tmp: pathlib.Path, accel: str = "tcg", boot: qemu.DirectBoot | qemu.UefiBoot | None = None) -> qemu.VmConfig:
@@ -260,7 +272,26 @@ def test_qemu_argv_kvm_uefi(tmp_path: pathlib.Path) -> None:
 def test_qemu_process_check_refuses_processes_that_are_not_our_qemu(tmp_path: pathlib.Path) -> None:
     assert not qemu.is_our_qemu(os.getpid(), tmp_path / "qemu.pid", None)
     assert not qemu.terminate(os.getpid(), tmp_path / "qemu.pid", None)  # and so it is not signalled
-    assert qemu.start_ticks(os.getpid()) == qemu.start_ticks(os.getpid())
+
+
+def test_start_ticks_reads_field_22_even_behind_a_tricky_command_name(tmp_path: pathlib.Path) -> None:
+    """Checked against ps(1)'s elapsed seconds, with ') (' in the command name that ends the comm field."""
+    tricky = tmp_path / "a) b (c"
+    shutil.copy("/bin/sleep", tricky)
+    child = subprocess.Popen([str(tricky), "30"])
+    try:
+        wait_for(lambda: pathlib.Path("/proc/%d/comm" % child.pid).read_text().strip() == tricky.name[:15],
+                 "the child to exec", timeout=10)
+        ticks = qemu.start_ticks(child.pid)
+        assert ticks is not None
+        uptime = float(pathlib.Path("/proc/uptime").read_text().split()[0])
+        elapsed = int(subprocess.run(["ps", "-o", "etimes=", "-p", str(child.pid)], capture_output=True, text=True,
+                                     check=True).stdout)
+        assert abs((uptime - ticks / os.sysconf("SC_CLK_TCK")) - elapsed) <= 2
+    finally:
+        child.kill()
+        child.wait()
+    assert qemu.start_ticks(child.pid) is None  # reaped: gone
 
 
 # --- instance helpers -----------------------------------------------------------------------------------------
@@ -378,7 +409,7 @@ def test_missing_tools_are_named_with_their_debian_package() -> None:
 
 
 def test_unknown_variant_lists_the_choices() -> None:
-    with pytest.raises(LabError, match="choose one of ext4, split-usr, btrfs-uefi"):
+    with pytest.raises(LabError, match="choose one of ext4, split-usr, split-usr-sepusr, btrfs-uefi"):
         images.variant("zfs")
 
 
@@ -414,3 +445,18 @@ def test_prune_removes_only_superseded_entries_nobody_holds(monkeypatch: pytest.
     with cache.locked(cache.CacheEntry(tmp_path, "images", "ext4", "3" * 64).lock_path, "test"):
         assert housekeeping.prune(tmp_path) == [superseded]
     assert current.exists() and held.exists() and other.exists() and not superseded.exists()
+
+
+def test_separate_usr_partitions_are_consecutive_and_named() -> None:
+    parts, sectors = gpt.linux_partitions([("ROOT", 1536), ("USR", 3072)])
+    assert parts[0].start == gpt.MIB_SECTORS and parts[1].start == parts[0].end + 1
+    assert parts[1].size_bytes == 3072 << 20 and sectors == parts[1].end + 1 + gpt.MIB_SECTORS
+    argv = gpt.sgdisk_partitions_argv(parts, pathlib.Path("/d.raw"))
+    assert "--change-name=1:ROOT" in argv and "--change-name=2:USR" in argv and argv[-1] == "/d.raw"
+    with pytest.raises(ValueError):
+        gpt.linux_partitions([("TINY", 8)])
+    # The variant boots root=/dev/vda1 and its fstab mounts /usr from the second partition.
+    assert images.direct_root_args("ext4-sepusr") == "root=/dev/vda1 rw"
+    assert "/dev/vda2 /usr ext4" in guest.fstab_ext4_separate_usr()
+    spec = images.VARIANTS["split-usr-sepusr"]
+    assert images.key_fields(spec, "k", None)["fstab"] == guest.fstab_ext4_separate_usr()

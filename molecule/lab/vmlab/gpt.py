@@ -1,7 +1,8 @@
 # Copyright: immutable.root contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""GPT disk layout for the UEFI image: ESP first, then the btrfs partition named ROOT, both MiB-aligned."""
+"""GPT disk layouts, MiB-aligned: the UEFI image (ESP, then the btrfs partition ROOT) and the separate-/usr image
+(ext4 partitions ROOT and USR)."""
 
 from __future__ import annotations
 
@@ -59,6 +60,43 @@ def sgdisk_argv(layout: GptLayout, disk: Path) -> list[str]:
         f"--new=2:{layout.root_start}:{layout.root_end}", "--typecode=2:8300", "--change-name=2:ROOT",
         str(disk),
     ]
+
+
+@dataclasses.dataclass(frozen=True)
+class Partition:
+    name: str
+    typecode: str
+    start: int
+    end: int
+
+    @property
+    def offset(self) -> int:
+        return self.start * SECTOR
+
+    @property
+    def size_bytes(self) -> int:
+        return (self.end - self.start + 1) * SECTOR
+
+
+def linux_partitions(sizes_mib: list[tuple[str, int]]) -> tuple[list[Partition], int]:
+    """Consecutive Linux partitions (name, MiB) after 1 MiB for the primary GPT; returns them and the disk's sectors."""
+    parts: list[Partition] = []
+    start = MIB_SECTORS
+    for name, mib in sizes_mib:
+        if mib < 16:
+            raise ValueError(f"partition {name} must be >= 16 MiB, not {mib}")
+        end = start + mib * MIB_SECTORS - 1
+        parts.append(Partition(name, "8300", start, end))
+        start = end + 1
+    return parts, start + MIB_SECTORS
+
+
+def sgdisk_partitions_argv(parts: list[Partition], disk: Path) -> list[str]:
+    argv = ["sgdisk", "--clear"]
+    for number, part in enumerate(parts, 1):
+        argv += [f"--new={number}:{part.start}:{part.end}", f"--typecode={number}:{part.typecode}",
+                 f"--change-name={number}:{part.name}"]
+    return argv + [str(disk)]
 
 
 def copy_sparse_into(source: Path, disk: Path, offset: int) -> None:

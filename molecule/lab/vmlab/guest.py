@@ -98,6 +98,12 @@ def fstab_ext4() -> str:
     return "/dev/vda / ext4 rw,errors=remount-ro 0 1\n" + TMP_MOUNT
 
 
+# The separate-/usr variant: partition 1 is /, partition 2 is /usr.  Debian's initramfs-tools mounts /usr from
+# the root's fstab before it starts init (its `init` script: read_fstab_entry /usr, mountfs /usr).
+def fstab_ext4_separate_usr() -> str:
+    return "/dev/vda1 / ext4 rw,errors=remount-ro 0 1\n/dev/vda2 /usr ext4 rw 0 2\n" + TMP_MOUNT
+
+
 def fstab_btrfs_subvol(subvol: str) -> str:
     return f"PARTLABEL=ROOT / btrfs rw,subvol={subvol} 0 0\n" + TMP_MOUNT
 

@@ -5,6 +5,7 @@
 
 - ext4:       merged-/usr Debian on an ext4 disk; QEMU boots the kernel and initrd stored next to it.
 - split-usr:  the same from a debootstrap --no-merged-usr tree.
+- split-usr-sepusr: the split tree with /usr on its own ext4 partition (GPT: ROOT, USR), direct kernel boot.
 - btrfs-uefi: GPT with an ESP (rEFInd and its btrfs driver) and a btrfs partition named ROOT holding the
               root filesystem in subvolume @; OVMF boots it.
 """
@@ -20,7 +21,7 @@ from pathlib import Path
 from vmlab import guest, refind, rootfs, sshkey
 from vmlab.cache import CacheEntry, cache_root, content_key
 from vmlab.errors import LabError
-from vmlab.gpt import GptLayout, copy_sparse_into, gpt_layout, sgdisk_argv
+from vmlab.gpt import GptLayout, copy_sparse_into, gpt_layout, linux_partitions, sgdisk_argv, sgdisk_partitions_argv
 from vmlab.loopdev import release_loops
 from vmlab.rootfs import TreeSpec
 from vmlab.run import require_tools, run_logged
@@ -31,6 +32,9 @@ IMAGE_FILE = "image.json"
 DISK_FILE = "disk.qcow2"
 STEP_TIMEOUT = 900.0
 ESP_MIB = 64
+# Separate /usr: the merge copies /bin, /sbin and /lib* (kernel modules included) across filesystems into /usr.
+SEPUSR_ROOT_MIB = 1536
+SEPUSR_USR_MIB = 3072
 FILL_SCRIPT = Path(__file__).with_name("fill_btrfs.sh")
 
 
@@ -38,7 +42,7 @@ FILL_SCRIPT = Path(__file__).with_name("fill_btrfs.sh")
 class Variant:
     name: str
     tree: TreeSpec
-    layout: str  # "ext4" or "btrfs-uefi"
+    layout: str  # "ext4", "ext4-sepusr" or "btrfs-uefi"
     disk_gib: int
     description: str
 
@@ -47,6 +51,8 @@ VARIANTS: dict[str, Variant] = {
     "ext4": Variant("ext4", guest.VM_TREE, "ext4", 4, "bookworm, merged /usr, ext4 root, direct kernel boot"),
     "split-usr": Variant("split-usr", guest.VM_SPLIT_USR_TREE, "ext4", 4,
                          "bookworm from debootstrap --no-merged-usr, ext4 root, direct kernel boot"),
+    "split-usr-sepusr": Variant("split-usr-sepusr", guest.VM_SPLIT_USR_TREE, "ext4-sepusr", 5,
+                                "the split-usr tree with /usr on its own ext4 partition, direct kernel boot"),
     "btrfs-uefi": Variant("btrfs-uefi", guest.VM_TREE, "btrfs-uefi", 4,
                           "bookworm on btrfs subvolume @ (GPT partition ROOT), rEFInd on the ESP, OVMF boot"),
 }
@@ -72,8 +78,8 @@ def variant(name: str) -> Variant:
         raise LabError(f"unknown image variant {name!r}; choose one of {', '.join(VARIANTS)}") from None
 
 
-def direct_root_args() -> str:
-    return "root=/dev/vda rw"
+def direct_root_args(layout: str = "ext4") -> str:
+    return "root=/dev/vda1 rw" if layout == "ext4-sepusr" else "root=/dev/vda rw"
 
 
 def uefi_kernel_args() -> str:
@@ -91,6 +97,9 @@ def key_fields(spec: Variant, public_key: str, refind_digest: str | None) -> dic
         "guest": [guest.NETWORK, guest.RESOLV_CONF, guest.READY_UNIT, list(guest.MASKED_UNITS), guest.TMP_MOUNT],
         "builder_version": IMAGE_BUILDER_VERSION,
     }
+    if spec.layout == "ext4-sepusr":
+        fields["fstab"] = guest.fstab_ext4_separate_usr()
+        fields["partitions_mib"] = [SEPUSR_ROOT_MIB, SEPUSR_USR_MIB]
     if spec.layout == "btrfs-uefi":
         fields["refind"] = refind_digest
         fields["refind_conf"] = refind.refind_conf(uefi_kernel_args())
@@ -124,13 +133,14 @@ def load_image(path: Path) -> Image:
 def _build(spec: Variant, cache: Path, staging: Path, log: Path) -> None:
     started = time.monotonic()
     tools = ["qemu-img", "tar"]
-    tools += ["mkfs.ext4"] if spec.layout == "ext4" else ["mkfs.btrfs", "btrfs", "mkfs.vfat", "mcopy", "mmd", "sgdisk",
-                                                          "unshare", "mount", "losetup", "bash"]
+    btrfs_tools = ["mkfs.btrfs", "btrfs", "mkfs.vfat", "mcopy", "mmd", "sgdisk", "unshare", "mount", "losetup", "bash"]
+    tools += {"ext4": ["mkfs.ext4"], "ext4-sepusr": ["mkfs.ext4", "sgdisk"]}.get(spec.layout, btrfs_tools)
     require_tools(tools)
     tarball = rootfs.ensure_tree(spec.tree, cache=cache)
     tree = staging / "tree"
     rootfs.extract_tree(tarball, tree)
-    fstab = guest.fstab_ext4() if spec.layout == "ext4" else guest.fstab_btrfs_subvol("@")
+    fstab = {"ext4": guest.fstab_ext4(), "ext4-sepusr": guest.fstab_ext4_separate_usr()}.get(
+        spec.layout, guest.fstab_btrfs_subvol("@"))
     guest.configure(tree, public_key=sshkey.public_key(sshkey.ensure_key(cache)), fstab=fstab)
     kernel, initrd = guest.kernel_and_initrd(tree)
     kernel_version = kernel.name.removeprefix("vmlinuz-")
@@ -138,7 +148,13 @@ def _build(spec: Variant, cache: Path, staging: Path, log: Path) -> None:
     what = f"image {spec.name}"
     meta: dict[str, object] = {"variant": spec.name, "layout": spec.layout, "disk": DISK_FILE, "kernel_version": kernel_version,
                                "tree": tarball.parent.name}
-    if spec.layout == "ext4":
+    if spec.layout == "ext4-sepusr":
+        shutil.copyfile(kernel, staging / "vmlinuz")
+        shutil.copyfile(initrd, staging / "initrd.img")
+        meta.update({"boot": "direct", "kernel": "vmlinuz", "initrd": "initrd.img",
+                     "root_args": direct_root_args(spec.layout)})
+        _assemble_separate_usr(staging, tree, raw, log, what)
+    elif spec.layout == "ext4":
         shutil.copyfile(kernel, staging / "vmlinuz")
         shutil.copyfile(initrd, staging / "initrd.img")
         meta.update({"boot": "direct", "kernel": "vmlinuz", "initrd": "initrd.img", "root_args": direct_root_args()})
@@ -156,6 +172,30 @@ def _build(spec: Variant, cache: Path, staging: Path, log: Path) -> None:
     meta["build_seconds"] = round(time.monotonic() - started, 1)
     meta["built_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     (staging / IMAGE_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def _assemble_separate_usr(staging: Path, tree: Path, raw: Path, log: Path, what: str) -> None:
+    """GPT with ROOT (the tree without /usr's content) and USR (/usr's content), both ext4."""
+    usr_tree = staging / "usr-tree"
+    (tree / "usr").rename(usr_tree)
+    (tree / "usr").mkdir(mode=0o755)
+    parts, sectors = linux_partitions([("ROOT", SEPUSR_ROOT_MIB), ("USR", SEPUSR_USR_MIB)])
+    images: list[Path] = []
+    for part, source, label in ((parts[0], tree, "labroot"), (parts[1], usr_tree, "labusr")):
+        image = staging / f"{part.name.lower()}.img"
+        with image.open("wb") as handle:
+            handle.truncate(part.size_bytes)
+        run_logged(["mkfs.ext4", "-q", "-F", "-L", label, "-d", str(source), str(image)], log=log, timeout=STEP_TIMEOUT,
+                   what=f"{what}: mkfs.ext4 -d of {part.name}")
+        images.append(image)
+    with raw.open("wb") as handle:
+        handle.truncate(sectors * 512)
+    run_logged(sgdisk_partitions_argv(parts, raw), log=log, timeout=60, what=f"{what}: partitioning")
+    for part, image in zip(parts, images):
+        copy_sparse_into(image, raw, part.offset)
+        image.unlink()
+    run_logged(["rm", "-rf", "--one-file-system", str(usr_tree)], log=log, timeout=STEP_TIMEOUT,
+               what=f"{what}: removing the staged /usr")
 
 
 def fill_btrfs_subvolume(image: Path, tree: Path, mountpoint: Path, log: Path, what: str) -> None:

@@ -1,0 +1,117 @@
+# Copyright: immutable.root contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""btrfs_generation: module parameters validated and turned into a typed Request."""
+
+from __future__ import annotations
+
+import random
+import re
+import string
+import time
+import typing as t
+
+from ansible_collections.immutable.root.plugins.module_utils._btrfs.model import (
+    COMMON_PATTERN, GenerationError, Layout, NAME_MAX, NAME_PATTERN, Request, Source,
+)
+from ansible_collections.immutable.root.plugins.module_utils._btrfs.observe import filesystem_uuid, source_kind
+from ansible_collections.immutable.root.plugins.module_utils._btrfs.render import common_mountpoint, default_template
+from ansible_collections.immutable.root.plugins.module_utils._core.errors import ParameterError
+from ansible_collections.immutable.root.plugins.module_utils._core.paths import validate_path
+from ansible_collections.immutable.root.plugins.module_utils._core.runner import Runner
+from ansible_collections.immutable.root.plugins.module_utils._linux.mountinfo import MountEntry
+
+
+def validate_name(param: str, value: object) -> str:
+    """A generation or link-directory name: one path component the seed's tools and rEFInd can handle."""
+    if not isinstance(value, str) or not value:
+        raise ParameterError(param, "must be a non-empty name, got %r" % (value,))
+    if "/" in value or ".." in value:
+        raise ParameterError(param, "must be a single name without '/' or '..', got %r" % value)
+    if len(value) > NAME_MAX or not NAME_PATTERN.match(value):
+        raise ParameterError(param, "must match [A-Za-z0-9][A-Za-z0-9._-]* (at most %d characters), got %r"
+                             % (NAME_MAX, value))
+    return value
+
+
+def validate_common(param: str, value: object) -> str:
+    """A commons subvolume name such as @var@log ('@' stands for '/' in the mount point)."""
+    if not isinstance(value, str) or not COMMON_PATTERN.match(value) or ".." in value or len(value) > NAME_MAX:
+        raise ParameterError(param, "each entry must look like @home or @var@log ([@A-Za-z0-9._-], starting "
+                             "with '@', no '..'), got %r" % (value,))
+    if common_mountpoint(value) == "/":
+        raise ParameterError(param, "%r would be mounted on / ; name a directory such as @home" % value)
+    return value
+
+
+def new_stamp(utc_time: str, letters: str) -> str:
+    """The seed's stamp: UTC %Y%m%d%H%M%S followed by 8 random letters (both given, so this stays pure)."""
+    stamp = utc_time + letters
+    if not re.match(r"^\d{14}[A-Za-z]{8}$", stamp):
+        # A clock outside years 1000-9999 gives another width: an error the module reports, not a traceback.
+        raise GenerationError("a generation stamp is 14 digits and 8 letters, got %r (is the clock right?)" % stamp)
+    return stamp
+
+
+MAX_SLOTS = 64
+NAMED_STATES = ("current", "absent")
+
+
+def validate_options(params: dict) -> dict:
+    """The options, checked before anything is touched; errors name the parameter."""
+    state = params["state"]
+    checked = dict(params)
+    for param in ("top", "device", "root"):
+        if params[param] is not None:
+            checked[param] = validate_path(param, params[param], must_exist=True, directory=param != "device")
+    for param in ("name", "from"):
+        if params[param] is not None:
+            validate_name(param, params[param])
+    if params["name"] is None and state in NAMED_STATES:
+        raise ParameterError("name", "state=%s needs the name of a generation" % state)
+    if params["name"] is not None and state == "pruned":
+        raise ParameterError("name", "is not used by state=pruned; list generations to keep in pinned")
+    if params["from"] is not None and state != "present":
+        raise ParameterError("from", "is only used by state=present")
+    if params["source"] is not None:
+        if state not in ("initialized", "present"):
+            raise ParameterError("source", "is only used by state=initialized and state=present")
+        checked["source"] = validate_path("source", params["source"], must_exist=True, directory=True)
+    if not 1 <= params["slots"] <= MAX_SLOTS:
+        raise ParameterError("slots", "must be between 1 and %d, got %d" % (MAX_SLOTS, params["slots"]))
+    if params["keep"] < 1:
+        raise ParameterError("keep", "must be at least 1, got %d" % params["keep"])
+    checked["pinned"] = tuple(validate_name("pinned", name) for name in params["pinned"])
+    commons = tuple(validate_common("commons", common) for common in params["commons"])
+    if len(set(commons)) != len(commons):
+        raise ParameterError("commons", "lists a name twice: %s" % ", ".join(commons))
+    checked["commons"] = commons
+    return checked
+
+
+def fresh_stamp(taken: t.Collection[str]) -> str:
+    letters = random.SystemRandom()
+    while True:
+        stamp = new_stamp(time.strftime("%Y%m%d%H%M%S", time.gmtime()),
+                          "".join(letters.choice(string.ascii_letters) for _letter in range(8)))
+        if stamp not in taken:
+            return stamp
+
+
+def build_request(options: dict, layout: Layout, runner: Runner, top: str, top_mount: MountEntry) -> Request:
+    taken = set(layout.names()) | {stray.path.split("/", 1)[1] for stray in layout.strays}
+    new_name = fresh_stamp(taken)
+    links_name = fresh_stamp({directory.name for directory in layout.link_directories})
+    source = None
+    if options["source"] is not None:
+        source = Source(t.cast(t.Any, source_kind(runner, top_mount, options["source"])), options["source"])
+    template = None
+    if options["state"] == "initialized" and options["fstab_template"] is None and layout.template is None:
+        template = default_template(filesystem_uuid(runner, top), options["commons"])
+    name = options["name"]
+    if options["state"] == "present" and name is None:
+        name = new_name
+    return Request(state=options["state"], name=name, new_name=new_name, links_name=links_name,
+                   origin=options["from"], source=source, slots=options["slots"], keep=options["keep"],
+                   pinned=options["pinned"], commons=options["commons"], fstab_template=options["fstab_template"],
+                   default_template=template, root=options["root"])
