@@ -97,7 +97,14 @@ class Executor:
         self.runner.run(["mount", "-o", "remount,bind,ro", path])
 
     def _unmount(self, path: str) -> None:
-        self.runner.run(["umount", path])
+        # Only self-binds are ever unmounted, and beneath one the same directory stays visible; a busy one
+        # (a running system's /usr: every process maps files from it) is detached lazily, so open files keep
+        # the read-only view and everything opened afterwards sees the writable directory.
+        result = self.runner.run(["umount", path], check=False)
+        if result.rc != 0:
+            if "busy" not in result.stderr:
+                self.runner.run(["umount", path])
+            self.runner.run(["umount", "--lazy", path])
 
     def _rewrite_fstab(self, fstab: str, present: bool) -> None:
         new = fstab_text(read_text(fstab) or "", self.request.path, present)
