@@ -75,6 +75,16 @@ options:
     description: The directory for the mount unit used with O(persist=systemd).
     type: path
     default: /etc/systemd/system
+  bound_to:
+    description:
+      - A systemd unit (for example C(systemd-sysext.service)) whose activity the lock follows; needs
+        O(persist=systemd). The mount unit is then bound to it (C(BindsTo=), C(After=), enabled in its
+        C(.wants) directory instead of C(local-fs.target)'s), so systemd makes the lock when that unit starts
+        and removes it when the unit stops or is skipped by a failed condition.
+      - With O(state=present) the lock is held now only while that unit is active; while it is inactive the
+        module removes the self-binds instead, as systemd would.
+    type: str
+    version_added: 0.2.0
 notes:
   - Files opened for writing before the lock stay writable through their open file descriptors; such processes
     are returned in RV(open_writers) and warned about.
@@ -95,6 +105,12 @@ EXAMPLES = r"""
   immutable.root.ro_bind:
     path: /var/lib/pacman
     persist: systemd
+
+- name: Hold the lock exactly while system extensions are merged (systemd-sysext.service is active)
+  immutable.root.ro_bind:
+    path: /var/lib/pacman
+    persist: systemd
+    bound_to: systemd-sysext.service
 
 - name: Release the lock for a maintenance window
   immutable.root.ro_bind:
@@ -187,6 +203,7 @@ open_writers:
 """
 
 import os
+import re
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -209,6 +226,10 @@ from ansible_collections.immutable.root.plugins.module_utils._ro_bind.observe im
 from ansible_collections.immutable.root.plugins.module_utils._core.runner import Runner
 
 
+# systemd.unit(5) names: a prefix of allowed characters and a unit type suffix.
+UNIT_NAME = re.compile(r"^[A-Za-z0-9:_.\\@-]+\.(service|socket|target|mount|path|timer|device|swap|slice|scope)$")
+
+
 def build_request(params: dict) -> Request:
     path = validate_path("path", params["path"], must_exist=True)
     real = os.path.realpath(path)
@@ -220,7 +241,18 @@ def build_request(params: dict) -> Request:
         persist=params["persist"],
         fstab_path=validate_path("fstab_path", params["fstab_path"]),
         unit_dir=validate_path("unit_dir", params["unit_dir"]),
+        bound_to=validate_bound_to(params["bound_to"], params["persist"]),
     )
+
+
+def validate_bound_to(unit: str | None, persist: str) -> str | None:
+    if unit is None:
+        return None
+    if persist != "systemd":
+        raise ParameterError("bound_to", "needs persist=systemd (the mount unit carries the binding)")
+    if not UNIT_NAME.match(unit):
+        raise ParameterError("bound_to", "%r is not a systemd unit name such as systemd-sysext.service" % unit)
+    return unit
 
 
 def main() -> None:
@@ -232,21 +264,23 @@ def main() -> None:
             method=dict(type="str", choices=["auto", "mount_api", "bind_remount"], default="auto"),
             fstab_path=dict(type="path", default="/etc/fstab"),
             unit_dir=dict(type="path", default="/etc/systemd/system"),
+            bound_to=dict(type="str"),
         ),
         supports_check_mode=True,
     )
     executor = None
     try:
         request = build_request(module.params)
-        before = observe(request)
+        runner = Runner(module)
+        before = observe(request, runner)
         plan = plan_ro_bind(request, before)
         writers = open_writers(request.path) if request.state == "present" else []
         for warning in persistence_warnings(request, before) + writer_warnings(writers) + namespace_warnings():
             module.warn(warning)
         if plan and not module.check_mode:
-            executor = Executor(Runner(module), request, module.params["method"])
+            executor = Executor(runner, request, module.params["method"])
             executor.run()
-            after = observe(request)
+            after = observe(request, runner)
             remaining = plan_ro_bind(request, after)
             if remaining:
                 module.fail_json(

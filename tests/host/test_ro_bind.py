@@ -175,6 +175,28 @@ def test_persist_systemd_unit(ns: MountNamespace, tmp_path: pathlib.Path) -> Non
     assert sorted(os.listdir(units)) == ["local-fs.target.wants"] and not os.listdir(units / "local-fs.target.wants")
 
 
+def test_bound_unit_without_a_running_systemd_persists_but_holds_no_lock(ns: MountNamespace,
+                                                                      tmp_path: pathlib.Path) -> None:
+    # This host has no systemd as PID 1, so the bound unit counts as inactive: the lock is not held now,
+    # and a self-bind made by hand is taken away, exactly as systemd would stop the mount unit.
+    path = str(tmp_path / "var/lib/pacman")
+    os.makedirs(path)
+    units = tmp_path / "units"
+    ns.run(["mount", "--bind", path, path])
+    args = {"path": path, "persist": "systemd", "unit_dir": str(units), "bound_to": "systemd-sysext.service"}
+    apply = four_step(ns, "ro_bind", args).apply
+    assert [action["action"] for action in apply["actions"]] == ["unmount", "write_unit", "enable_unit"]
+    assert not [line for line in ns.mountinfo().splitlines() if line.split()[4] == path]
+    name = ns.run(["systemd-escape", "--path", "--suffix=mount", path]).stdout.strip()
+    text = (units / name).read_text()
+    assert "BindsTo=systemd-sysext.service\n" in text and "WantedBy=systemd-sysext.service\n" in text
+    assert os.readlink(units / "systemd-sysext.service.wants" / name) == "../" + name
+    verify = ns.run(["systemd-analyze", "verify", "--man=no", str(units / name)], check=False)
+    assert "Invalid" not in verify.stderr and "Failed" not in verify.stderr, verify.stderr
+    refused = ansible_module(ns, "ro_bind", {"path": path, "bound_to": "systemd-sysext.service"})
+    assert refused.get("failed") and refused["msg"].startswith("bound_to: needs persist=systemd"), refused
+
+
 def test_unlock_without_persist_warns_about_boot_time_lock(ns: MountNamespace, tmp_path: pathlib.Path) -> None:
     path = str(tmp_path / "db")
     os.mkdir(path)

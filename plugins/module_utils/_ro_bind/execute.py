@@ -16,7 +16,7 @@ from ansible_collections.immutable.root.plugins.module_utils._core.durable impor
 from ansible_collections.immutable.root.plugins.module_utils._core.errors import MountError
 from ansible_collections.immutable.root.plugins.module_utils._core.runner import Runner
 from ansible_collections.immutable.root.plugins.module_utils._linux.mount_api import MountApiError, bind_read_only
-from ansible_collections.immutable.root.plugins.module_utils._ro_bind.model import Request
+from ansible_collections.immutable.root.plugins.module_utils._ro_bind.model import Request, mount_request
 from ansible_collections.immutable.root.plugins.module_utils._ro_bind.observe import observe, observe_layers, read_text
 from ansible_collections.immutable.root.plugins.module_utils._ro_bind.plan import plan_mounts, plan_persistence
 from ansible_collections.immutable.root.plugins.module_utils._ro_bind.render import fstab_text, unit_text
@@ -62,15 +62,16 @@ class Executor:
         step_boundary("ro_bind.%s" % action.action)
 
     def _persist(self) -> None:
-        for action in plan_persistence(self.request, observe(self.request)):
+        for action in plan_persistence(self.request, observe(self.request, self.runner)):
             self._do(action)
 
     def _converge_mounts(self) -> None:
         # One step at a time, re-reading the mount table before each: on a shared mount, propagation
         # multiplies stacked binds and one umount can take the whole stack, so a precomputed list of
         # unmounts would be wrong.
+        request = mount_request(self.request, observe(self.request, self.runner))
         for _step in range(MAX_MOUNT_STEPS):
-            actions = plan_mounts(self.request, observe_layers(self.request.path)[0])
+            actions = plan_mounts(request, observe_layers(self.request.path)[0])
             if not actions:
                 return
             self._do(actions[0])
@@ -96,7 +97,14 @@ class Executor:
         self.runner.run(["mount", "-o", "remount,bind,ro", path])
 
     def _unmount(self, path: str) -> None:
-        self.runner.run(["umount", path])
+        # Only self-binds are ever unmounted, and beneath one the same directory stays visible; a busy one
+        # (a running system's /usr: every process maps files from it) is detached lazily, so open files keep
+        # the read-only view and everything opened afterwards sees the writable directory.
+        result = self.runner.run(["umount", path], check=False)
+        if result.rc != 0:
+            if "busy" not in result.stderr:
+                self.runner.run(["umount", path])
+            self.runner.run(["umount", "--lazy", path])
 
     def _rewrite_fstab(self, fstab: str, present: bool) -> None:
         new = fstab_text(read_text(fstab) or "", self.request.path, present)
@@ -104,7 +112,7 @@ class Executor:
 
     def _write_unit(self, unit_file: str) -> None:
         os.makedirs(os.path.dirname(unit_file), exist_ok=True)
-        durable_replace(unit_file, unit_text(self.request.path).encode("utf-8"), 0o644)
+        durable_replace(unit_file, unit_text(self.request.path, self.request.bound_to).encode("utf-8"), 0o644)
 
     def _daemon_reload(self, target: str) -> None:
         self.runner.run(["systemctl", "daemon-reload"])

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import typing as t
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ansible_collections.immutable.root.plugins.module_utils._linux.fstab import FstabEntry
 from ansible_collections.immutable.root.plugins.module_utils._linux.mountinfo import MountEntry
@@ -32,6 +32,8 @@ class Request:
     persist: Persist
     fstab_path: str
     unit_dir: str
+    # A unit whose activity the lock follows (persist=systemd): held exactly while that unit is active.
+    bound_to: str | None = None
 
 
 @dataclass(frozen=True)
@@ -44,3 +46,16 @@ class Observed:
     unit_text: str | None  # current content of the mount unit file, None when absent
     unit_enabled: bool
     systemd_running: bool
+    stale_wants: tuple[str, ...] = ()  # enablement links of the unit under other units' .wants directories
+    bound_active: bool = True  # whether request.bound_to is active (True when there is none)
+
+
+def wanted_by(request: Request) -> str:
+    return request.bound_to or UNIT_WANTED_BY
+
+
+def mount_request(request: Request, observed: Observed) -> Request:
+    """The request for the mounts alone: a lock bound to an inactive unit is not held."""
+    if request.state == "present" and not observed.bound_active:
+        return replace(request, state="absent")
+    return request

@@ -5,9 +5,11 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import typing as t
 
+from ansible_collections.immutable.root.plugins.module_utils._core.runner import Runner
 from ansible_collections.immutable.root.plugins.module_utils._linux.fstab import parse_fstab
 from ansible_collections.immutable.root.plugins.module_utils._linux.mountinfo import MountEntry, read_mountinfo
 from ansible_collections.immutable.root.plugins.module_utils._ro_bind.model import Layer, Observed, Request
@@ -27,19 +29,32 @@ def observe_layers(path: str) -> tuple[tuple[Layer, ...], MountEntry | None]:
     return classify_layers(read_mountinfo(), path)
 
 
-def observe(request: Request) -> Observed:
+def observe(request: Request, runner: Runner | None = None) -> Observed:
     layers, parent = observe_layers(request.path)
     fstab = parse_fstab(read_text(request.fstab_path) or "")
     unit_file, wants_link = unit_paths(request)
+    # sd_booted(3): systemd is PID 1 when this directory exists.
+    systemd_running = os.path.isdir("/run/systemd/system")
+    links = glob.glob("%s/*.wants/%s" % (glob.escape(request.unit_dir), glob.escape(os.path.basename(unit_file))))
     return Observed(
         layers=layers,
         parent=parent,
         fstab_entries=tuple(entry for entry in fstab if entry.mountpoint == request.path),
         unit_text=read_text(unit_file),
         unit_enabled=os.path.islink(wants_link),
-        # sd_booted(3): systemd is PID 1 when this directory exists.
-        systemd_running=os.path.isdir("/run/systemd/system"),
+        systemd_running=systemd_running,
+        stale_wants=tuple(sorted(link for link in links if link != wants_link and os.path.islink(link))),
+        bound_active=bound_unit_active(request, runner, systemd_running),
     )
+
+
+def bound_unit_active(request: Request, runner: Runner | None, systemd_running: bool) -> bool:
+    """Whether the unit the lock follows is active; without systemd running (an offline tree) it is not."""
+    if request.bound_to is None:
+        return True
+    if not systemd_running or runner is None:
+        return False
+    return runner.run(["systemctl", "is-active", "--quiet", request.bound_to], check=False).rc == 0
 
 
 def open_writers(path: str) -> list[dict[str, t.Any]]:

@@ -15,7 +15,7 @@ from ansible_collections.immutable.root.plugins.module_utils._linux.mountinfo im
 )
 from ansible_collections.immutable.root.plugins.module_utils._linux.units import mount_unit_name
 from ansible_collections.immutable.root.plugins.module_utils._ro_bind.model import (
-    Layer, Observed, Request, UNIT_WANTED_BY,
+    Layer, Observed, Request, mount_request, wanted_by,
 )
 from ansible_collections.immutable.root.plugins.module_utils._ro_bind.render import (
     desired_fstab_line, is_own_fstab_entry, unit_paths, unit_text,
@@ -88,17 +88,17 @@ def _plan_fstab(request: Request, observed: Observed) -> list[Action]:
 
 def _plan_unit(request: Request, observed: Observed) -> list[Action]:
     unit_file, wants_link = unit_paths(request)
-    actions = []
+    actions = [Action("disable_unit", link, "stale enablement") for link in observed.stale_wants]
     if request.state == "absent":
         if observed.unit_enabled:
-            actions.append(Action("disable_unit", wants_link, UNIT_WANTED_BY))
+            actions.append(Action("disable_unit", wants_link, wanted_by(request)))
         if observed.unit_text is not None:
             actions.append(Action("remove_unit", unit_file, ""))
     else:
-        if observed.unit_text != unit_text(request.path):
+        if observed.unit_text != unit_text(request.path, request.bound_to):
             actions.append(Action("write_unit", unit_file, "Options=bind,ro"))
         if not observed.unit_enabled:
-            actions.append(Action("enable_unit", wants_link, UNIT_WANTED_BY))
+            actions.append(Action("enable_unit", wants_link, wanted_by(request)))
     if actions and observed.systemd_running:
         actions.append(Action("daemon_reload", "systemd", "pick up the changed mount unit"))
     return actions
@@ -119,7 +119,7 @@ def plan_ro_bind(request: Request, observed: Observed) -> tuple[Action, ...]:
     Locking happens before persisting and unpersisting before unlocking, so a crash in between never
     leaves a boot-time lock that the running system does not have.
     """
-    mounts = plan_mounts(request, observed.layers)
+    mounts = plan_mounts(mount_request(request, observed), observed.layers)
     persistence = plan_persistence(request, observed)
     if request.state == "present":
         return tuple(mounts + persistence)

@@ -13,7 +13,7 @@ from ansible_collections.immutable.root.plugins.module_utils._linux.fstab import
 from ansible_collections.immutable.root.plugins.module_utils._linux.mountinfo import MountEntry, root_for
 from ansible_collections.immutable.root.plugins.module_utils._linux.units import mount_unit_name
 from ansible_collections.immutable.root.plugins.module_utils._ro_bind.model import (
-    Layer, Observed, Request, UNIT_WANTED_BY,
+    Layer, Observed, Request, UNIT_WANTED_BY, mount_request, wanted_by,
 )
 
 
@@ -38,12 +38,22 @@ def fstab_text(text: str, path: str, present: bool) -> str:
     return rewrite(text, replace, append)
 
 
-def unit_text(path: str) -> str:
-    # Default dependencies order a local mount before local-fs.target and after its parents.
+def unit_text(path: str, bound_to: str | None = None) -> str:
+    if bound_to is None:
+        # Default dependencies order a local mount before local-fs.target and after its parents.
+        unit, wanted = "Description=Read-only self-bind of %s\n" % path, UNIT_WANTED_BY
+    else:
+        # BindsTo= with After= keeps the mount active exactly while bound_to is: it starts after the unit,
+        # stops with it, and is stopped when the unit is skipped by a failed condition. The default
+        # Before=local-fs.target would form a cycle with units ordered after local-fs.target.
+        unit = ("Description=Read-only self-bind of %s while %s is active\n"
+                "DefaultDependencies=no\nBindsTo=%s\nAfter=%s\nConflicts=umount.target\nBefore=umount.target\n"
+                % (path, bound_to, bound_to, bound_to))
+        wanted = bound_to
     return (
         "# Managed by immutable.root.ro_bind.\n"
         "[Unit]\n"
-        "Description=Read-only self-bind of %(path)s\n"
+        "%(unit)s"
         "\n"
         "[Mount]\n"
         "What=%(path)s\n"
@@ -53,13 +63,13 @@ def unit_text(path: str) -> str:
         "\n"
         "[Install]\n"
         "WantedBy=%(wanted_by)s\n"
-    ) % {"path": path, "wanted_by": UNIT_WANTED_BY}
+    ) % {"unit": unit, "path": path, "wanted_by": wanted}
 
 
 def unit_paths(request: Request) -> tuple[str, str]:
     """(unit file, enablement symlink) for the path's mount unit under unit_dir."""
     name = mount_unit_name(request.path)
-    return ("%s/%s" % (request.unit_dir, name), "%s/%s.wants/%s" % (request.unit_dir, UNIT_WANTED_BY, name))
+    return ("%s/%s" % (request.unit_dir, name), "%s/%s.wants/%s" % (request.unit_dir, wanted_by(request), name))
 
 
 def mount_state(path: str, layers: t.Sequence[Layer]) -> dict[str, t.Any]:
@@ -83,6 +93,7 @@ def mount_state(path: str, layers: t.Sequence[Layer]) -> dict[str, t.Any]:
 
 def predict_mount_state(request: Request, observed: Observed) -> dict[str, t.Any]:
     """The `mount` result the plan would produce (check mode reports this)."""
+    request = mount_request(request, observed)
     layers = observed.layers
     if request.state == "absent":
         remaining = list(layers)
@@ -126,5 +137,5 @@ def predict_persistence_state(request: Request) -> dict[str, t.Any]:
     if request.persist == "fstab":
         return {"fstab_entry": desired_fstab_line(request.path) if present else None}
     if request.persist == "systemd":
-        return {"unit": unit_text(request.path) if present else None}
+        return {"unit": unit_text(request.path, request.bound_to) if present else None}
     return {}

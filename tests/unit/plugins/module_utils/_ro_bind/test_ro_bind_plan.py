@@ -224,3 +224,59 @@ def test_persistence_state_and_prediction() -> None:
 def test_prediction_without_any_mount_information() -> None:
     empty = Observed((), None, (), None, False, False)
     assert predict_mount_state(request(), empty)["layers"] == 0
+
+
+SYSEXT = "systemd-sysext.service"
+
+
+def bound_request(state: str = "present") -> Request:
+    return Request(P, t.cast(t.Any, state), "systemd", "/etc/systemd/system", "/etc/systemd/system", bound_to=SYSEXT)
+
+
+def bound_observed(*stack: MountEntry, active: bool, unit: str | None = None, enabled: bool = False,
+                   stale: tuple[str, ...] = ()) -> Observed:
+    layers, parent = classify_layers((ROOT,) + stack, P)
+    return Observed(layers, parent, (), unit, enabled, True, stale_wants=stale, bound_active=active)
+
+
+BOUND_UNIT = unit_text(P, SYSEXT)
+# (name, stack, bound unit active, present actions, absent actions)
+BOUND_TABLE = [
+    ("active, nothing yet", (), True, ["lock", "write_unit", "enable_unit", "daemon_reload"], []),
+    ("inactive, nothing yet", (), False, ["write_unit", "enable_unit", "daemon_reload"], []),
+    ("inactive, still locked", (SELF_RO,), False, ["unmount", "write_unit", "enable_unit", "daemon_reload"],
+     ["unmount"]),
+    ("active, locked", (SELF_RO,), True, ["write_unit", "enable_unit", "daemon_reload"], ["unmount"]),
+]
+
+
+@pytest.mark.parametrize("name, stack, active, present, absent", BOUND_TABLE, ids=[row[0] for row in BOUND_TABLE])
+def test_bound_lock_is_held_exactly_while_the_unit_is_active(name: str, stack: tuple[MountEntry, ...], active: bool,
+                                                            present: list[str], absent: list[str]) -> None:
+    assert verbs(plan_ro_bind(bound_request(), bound_observed(*stack, active=active))) == present
+    assert verbs(plan_ro_bind(bound_request("absent"), bound_observed(*stack, active=active))) == absent
+
+
+def test_bound_lock_in_place_needs_nothing_and_predicts_the_unit_state() -> None:
+    state = bound_observed(SELF_RO, active=True, unit=BOUND_UNIT, enabled=True)
+    assert plan_ro_bind(bound_request(), state) == ()
+    assert predict_mount_state(bound_request(), state)["read_only"]
+    unlocked = predict_mount_state(bound_request(), bound_observed(SELF_RO, active=False, unit=BOUND_UNIT,
+                                                                   enabled=True))
+    assert unlocked["layers"] == 0 and not unlocked["read_only"]
+
+
+def test_bound_unit_text_binds_to_and_is_wanted_by_the_unit() -> None:
+    lines = BOUND_UNIT.splitlines()
+    for line in ("BindsTo=" + SYSEXT, "After=" + SYSEXT, "WantedBy=" + SYSEXT, "DefaultDependencies=no",
+                 "Conflicts=umount.target", "Options=bind,ro", "What=" + P, "Where=" + P):
+        assert line in lines
+    assert "WantedBy=local-fs.target" not in lines and "WantedBy=local-fs.target" in UNIT.splitlines()
+
+
+def test_enablement_under_another_unit_is_removed() -> None:
+    stale = ("/etc/systemd/system/local-fs.target.wants/srv-db.mount",)
+    state = bound_observed(SELF_RO, active=True, unit=BOUND_UNIT, enabled=True, stale=stale)
+    actions = plan_ro_bind(bound_request(), state)
+    assert [(action.action, action.target) for action in actions] == [
+        ("disable_unit", stale[0]), ("daemon_reload", "systemd")]
