@@ -175,8 +175,8 @@ def test_persist_systemd_unit(ns: MountNamespace, tmp_path: pathlib.Path) -> Non
     assert sorted(os.listdir(units)) == ["local-fs.target.wants"] and not os.listdir(units / "local-fs.target.wants")
 
 
-def test_bound_unit_without_a_running_systemd_persists_but_holds_no_lock(ns: MountNamespace,
-                                                                      tmp_path: pathlib.Path) -> None:
+def test_bound_unit_without_a_running_systemd_persists_but_holds_no_lock(
+        ns: MountNamespace, tmp_path: pathlib.Path) -> None:
     # This host has no systemd as PID 1, so the bound unit counts as inactive: the lock is not held now,
     # and a self-bind made by hand is taken away, exactly as systemd would stop the mount unit.
     path = str(tmp_path / "var/lib/pacman")

@@ -251,8 +251,8 @@ BOUND_TABLE = [
 
 
 @pytest.mark.parametrize("name, stack, active, present, absent", BOUND_TABLE, ids=[row[0] for row in BOUND_TABLE])
-def test_bound_lock_is_held_exactly_while_the_unit_is_active(name: str, stack: tuple[MountEntry, ...], active: bool,
-                                                            present: list[str], absent: list[str]) -> None:
+def test_bound_lock_is_held_exactly_while_the_unit_is_active(
+        name: str, stack: tuple[MountEntry, ...], active: bool, present: list[str], absent: list[str]) -> None:
     assert verbs(plan_ro_bind(bound_request(), bound_observed(*stack, active=active))) == present
     assert verbs(plan_ro_bind(bound_request("absent"), bound_observed(*stack, active=active))) == absent
 
