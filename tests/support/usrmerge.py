@@ -245,7 +245,7 @@ def run_killed_after(ns: MountNamespace, module: str, args: t.Mapping[str, t.Any
                      directory: pathlib.Path, env: t.Mapping[str, str] | None = None) -> int | None:
     """Run the module, and SIGKILL it `delay` seconds after it passed its first step boundary (where it
     pauses itself until the timer starts); its return code if it ended before that, else None."""
-    from ansible_collections.immutable.root.plugins.module_utils._checkpoint import STOP_AT_ENV
+    from ansible_collections.immutable.root.plugins.module_utils._core.checkpoint import STOP_AT_ENV
 
     argv, args_file = module_argv(module, args, directory)
     run_env = dict(os.environ, PYTHONPATH=collections_path(), **(env or {}))
@@ -273,7 +273,7 @@ def start_stopping_at(ns: MountNamespace, module: str, args: t.Mapping[str, t.An
                       directory: pathlib.Path) -> tuple[subprocess.Popen, str]:
     """Start the module so that it stops itself (SIGSTOP) at boundary `step`; returns once it has stopped
     (or ended first)."""
-    from ansible_collections.immutable.root.plugins.module_utils._checkpoint import STOP_AT_ENV
+    from ansible_collections.immutable.root.plugins.module_utils._core.checkpoint import STOP_AT_ENV
 
     argv, args_file = module_argv(module, args, directory)
     run_env = dict(os.environ, PYTHONPATH=collections_path(), **{STOP_AT_ENV: str(step)})

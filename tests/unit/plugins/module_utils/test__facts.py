@@ -145,7 +145,7 @@ def test_usrmerge_paths_words() -> None:
 
 def test_captured_split_usr_sepusr_vm() -> None:
     # /proc/self/mountinfo, /etc/fstab and os-release captured on a booted split-usr-sepusr lab VM.
-    from ansible_collections.immutable.root.plugins.module_utils._osrelease import parse_release
+    from ansible_collections.immutable.root.plugins.module_utils._linux.osrelease import parse_release
 
     captured = FIXTURES / "facts"
     mounts = parse_mountinfo((captured / "mountinfo_split_usr_sepusr.txt").read_text())
