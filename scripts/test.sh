@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2317  # the stage_* functions are called by name
 # The whole test suite, in stages: scripts/test.sh [stage...]
-# Stages: lint docs types sanity units pytest (default: all of them, in that order); ecosystem runs only
-# tests/ecosystem (pytest includes it).
-# pytest runs last so the run ends with its summary line; PYTEST_ADDOPTS passes extra options to it.
+# Stages: lint docs types sanity units pytest (default: all of them); ecosystem runs only tests/ecosystem (pytest
+# includes it); long runs the tests marked `long` (make test-long), which pytest leaves out; vm and host split pytest
+# into the VM tests and the rest.
+# Without stages the suite runs as two lanes at once, so the VM lane (QEMU under TCG, SSH waits and reboots) and the
+# rest overlap: lane "vm" is the VM tests, lane "checks" is lint docs types sanity units host. Each lane's output is
+# prefixed with its name; the run fails if either lane fails. PYTEST_ADDOPTS passes extra options to pytest.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -61,22 +65,66 @@ stage_units() {
     ansible-test coverage report --include 'plugins/module_utils/*' --show-missing --color no)
 }
 
+# The private namespace is a second fence: every host test also makes its own namespaces,
+# and nothing it mounts can reach this machine's mount table.
+run_pytest() {
+  unshare --mount --propagation private "$venv/bin/python" -m pytest -p no:cacheprovider -rsxf "$@"
+}
+
 stage_pytest() {
   log "pytest: unit, host integration and VM scenarios (in a private mount namespace)"
-  # The private namespace is a second fence: every host test also makes its own namespaces,
-  # and nothing it mounts can reach this machine's mount table.
-  unshare --mount --propagation private \
-    "$venv/bin/python" -m pytest -p no:cacheprovider -rsxf tests
+  run_pytest --durations=25 -m "not long" tests
+}
+
+stage_host() {
+  log "pytest: unit, host integration and ecosystem tests (in a private mount namespace)"
+  run_pytest --durations=15 -m "not long" --ignore=tests/vm tests
+}
+
+stage_vm() {
+  log "pytest: the VM lab and the molecule scenarios"
+  run_pytest --durations=0 -m "not long" tests/vm
+}
+
+stage_long() {
+  log "pytest: the scenarios beyond make test's budget (marked long)"
+  run_pytest --durations=0 -m long tests
 }
 
 stage_ecosystem() {
   log "pytest: the release tarball, galaxy-importer, ansible-builder and the docsite in Chromium"
-  unshare --mount --propagation private \
-    "$venv/bin/python" -m pytest -p no:cacheprovider -rsxf tests/ecosystem
+  run_pytest tests/ecosystem
 }
 
-stages=("$@")
-[ ${#stages[@]} -gt 0 ] || stages=(lint docs types sanity units pytest)
-for stage in "${stages[@]}"; do
-  "stage_$stage"
-done
+# lane NAME STAGE...: the stages in order, stopping at the first failure, each line prefixed with [NAME].
+# No `||` around a stage: errexit would be ignored inside it and a failing command in mid-stage would pass.
+lane() {
+  local name=$1
+  shift
+  (
+    set -eo pipefail
+    for stage in "$@"; do
+      "stage_$stage" 2>&1 | sed -u "s/^/[$name] /"
+    done
+  )
+}
+
+if [ $# -gt 0 ]; then
+  for stage in "$@"; do
+    "stage_$stage"
+  done
+  exit 0
+fi
+
+start=$(date +%s)
+lane vm vm &
+vm_pid=$!
+lane checks lint docs types sanity units host &
+checks_pid=$!
+status=0
+wait "$checks_pid" || { status=1; log "lane checks FAILED"; }
+log "lane checks ended after $(( $(date +%s) - start )) s"
+wait "$vm_pid" || { status=1; log "lane vm FAILED"; }
+log "lane vm ended after $(( $(date +%s) - start )) s"
+[ "$status" -eq 0 ] && log "make test: both lanes passed in $(( $(date +%s) - start )) s"
+exit "$status"
