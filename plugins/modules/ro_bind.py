@@ -284,7 +284,7 @@ def main() -> None:
             remaining = plan_ro_bind(request, after)
             if remaining:
                 module.fail_json(
-                    msg="verification failed: after the run %s still needs: %s" % (
+                    changed=bool(executor.done), msg="verification failed: after the run %s still needs: %s" % (
                         request.path, "; ".join("%s %s" % (action.action, action.detail) for action in remaining)),
                     actions=as_dicts(executor.done), mount=mount_state(request.path, after.layers))
             mount, persisted = mount_state(request.path, after.layers), persistence_state(
@@ -295,7 +295,8 @@ def main() -> None:
             mount, persisted = mount_state(request.path, before.layers), persistence_state(
                 request, before.fstab_entries, before.unit_text)
     except (ImmutableRootError, OSError) as exc:
-        module.fail_json(actions=as_dicts(executor.done) if executor else [], **failure(exc))
+        module.fail_json(changed=bool(executor and executor.done), actions=as_dicts(executor.done) if executor else [],
+                         **failure(exc))
 
     done = executor.done if executor else plan
     result = dict(changed=bool(done), actions=as_dicts(done), mount=mount, method=executor.method if executor else None,
