@@ -5,10 +5,21 @@
 
 from __future__ import annotations
 
+import re
 import typing as t
 from dataclasses import dataclass
 
 from ansible_collections.immutable.root.plugins.module_utils._linux.mountinfo import escape, unescape
+
+
+# libmount splits fields at C isspace() characters; str.split() would also split at U+00A0, U+2028 and
+# friends, so a path with a non-breaking space would never match its own entry.
+_FIELD_SEPARATOR = re.compile(r"[ \t\n\v\f\r]+")
+
+
+def fields_of(line: str) -> list[str]:
+    """The whitespace-separated fields of an fstab line, split at ASCII whitespace only."""
+    return [field for field in _FIELD_SEPARATOR.split(line) if field]
 
 
 @dataclass(frozen=True)
@@ -27,7 +38,7 @@ def parse_fstab(text: str) -> tuple[FstabEntry, ...]:
     """Entries of an fstab; comment, blank and malformed lines are skipped (mount(8) ignores them too)."""
     entries = []
     for number, raw in enumerate(lines_of(text), start=1):
-        fields = raw.split()
+        fields = fields_of(raw)
         if not fields or fields[0].startswith("#") or len(fields) < 4:
             continue
         try:
