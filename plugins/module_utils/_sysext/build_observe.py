@@ -32,7 +32,7 @@ from ansible_collections.immutable.root.plugins.module_utils._sysext.merge_obser
     merged_names_now, running_architecture,
 )
 from ansible_collections.immutable.root.plugins.module_utils._sysext.release import (
-    HostRelease, ReleaseSyntaxError, SysextError, extension_release_problem, parse_env_pairs,
+    HostRelease, ReleaseSyntaxError, SysextError, extension_release_problem, parse_env_pairs, read_release_bytes,
 )
 
 STAGING_PREFIX = ".#sysext-build."
@@ -78,12 +78,13 @@ def target_release_pairs(root: str) -> dict[str, str]:
     for relative in OS_RELEASE_PATHS:
         path = resolve_in_root(root, relative)
         try:
-            with open(path, "rb") as handle:
-                return parse_env_pairs(handle.read(), path)
+            return parse_env_pairs(read_release_bytes(path), path)
         except FileNotFoundError:
             continue
         except ReleaseSyntaxError as exc:
             raise SysextError("root: %s" % exc.msg)
+        except OSError as exc:
+            raise SysextError("root: %s cannot be read: %s" % (path, exc.strerror))
     return {}
 
 
