@@ -9,12 +9,18 @@ import re
 import typing as t
 from dataclasses import dataclass
 
-from ansible_collections.immutable.root.plugins.module_utils._linux.mountinfo import escape, unescape
+from ansible_collections.immutable.root.plugins.module_utils._linux.mountinfo import unescape
 
 
 # libmount splits fields at C isspace() characters; str.split() would also split at U+00A0, U+2028 and
 # friends, so a path with a non-breaking space would never match its own entry.
 _FIELD_SEPARATOR = re.compile(r"[ \t\n\v\f\r]+")
+
+
+def escape(path: str) -> str:
+    """A path as an fstab field: every character the field splitter breaks at, and the backslash, as \\ooo
+    (libmount unescapes any octal escape; the kernel's mountinfo escaping covers only space, tab and newline)."""
+    return "".join("\\%03o" % ord(char) if char in " \t\n\v\f\r\\" else char for char in path)
 
 
 def fields_of(line: str) -> list[str]:
