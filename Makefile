@@ -1,5 +1,5 @@
 # The README documents these targets. Each one sets itself up first.
-.PHONY: setup test lint docs types sanity units pytest ecosystem bench demo release clean
+.PHONY: setup test lint docs types sanity units pytest ecosystem hostile bench demo release clean
 
 setup:
 	scripts/setup.sh
@@ -7,7 +7,7 @@ setup:
 test: setup
 	scripts/test.sh
 
-lint docs types sanity units pytest ecosystem: setup
+lint docs types sanity units pytest ecosystem hostile: setup
 	scripts/test.sh $@
 
 bench: setup

@@ -75,6 +75,12 @@ stage_ecosystem() {
     "$venv/bin/python" -m pytest -p no:cacheprovider -rsxf tests/ecosystem
 }
 
+stage_hostile() {
+  log "pytest: the hostile-input campaign of tests/hostile with the long Hypothesis profile (2000 examples per property)"
+  HYPOTHESIS_PROFILE=hostile unshare --mount --propagation private \
+    "$venv/bin/python" -m pytest -p no:cacheprovider -rsxf --durations=10 tests/hostile
+}
+
 stages=("$@")
 [ ${#stages[@]} -gt 0 ] || stages=(lint docs types sanity units pytest)
 for stage in "${stages[@]}"; do
