@@ -172,3 +172,11 @@ def test_unrepresentable_unit_paths_are_refused_before_acting(ns: MountNamespace
         assert result.get("failed") and result["msg"].startswith("path: ") and "What=" in result["msg"], result
         assert not result["changed"]
     assert not units.exists() and ns.mountinfo() == before
+
+
+def test_a_failure_after_the_lock_reports_changed(ns: MountNamespace, tmp_path: pathlib.Path) -> None:
+    # The lock is made, then the fstab cannot be written (its directory does not exist).
+    result = ro_bind(ns, {"path": str(tmp_path), "persist": "fstab", "fstab_path": str(tmp_path / "missing/fstab")})
+    assert result.get("failed") and result["changed"] is True, result
+    assert [action["action"] for action in result["actions"]] == ["lock"]
+    assert describe(ns, str(tmp_path))[-1][2] is True
