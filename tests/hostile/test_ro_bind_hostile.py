@@ -26,17 +26,12 @@ def ro_bind(ns: MountNamespace, args: dict, check: bool = False, env: dict | Non
     return result
 
 
-def _fstab_path_escape(path: str) -> str:
-    return "".join("\\%03o" % ord(char) if char in " \t\n\\" else char for char in path)
-
-
 # Line breaks of str.splitlines() that are no line break to mount(8), each inside a comment whose tail would
 # otherwise become an active entry.
 ODD_BREAKS = ["\f", "\v", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029", "\r"]
 
 
-@pytest.mark.parametrize("state_first", ["present"])
-def test_fstab_is_rewritten_byte_exactly(ns: MountNamespace, tmp_path: pathlib.Path, state_first: str) -> None:
+def test_fstab_is_rewritten_byte_exactly(ns: MountNamespace, tmp_path: pathlib.Path) -> None:
     locked = tmp_path / "locked"
     locked.mkdir()
     target = tmp_path / "target"

@@ -9,7 +9,6 @@ import io
 import os
 import pathlib
 import stat
-import subprocess
 import tarfile
 import typing as t
 
