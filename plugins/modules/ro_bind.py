@@ -41,7 +41,7 @@ options:
     description:
       - Absolute, normalised path of an existing directory (or file) to lock. Paths that contain a symlink
         are refused, because the kernel records the resolved path in the mount table.
-      - Taken as written, like O(fstab_path) and O(unit_dir): C(~) and C($VAR) are not expanded.
+      - Taken as written, like O(fstab_path) and O(unit_dir); C(~) and C($VAR) are not expanded.
       - With O(persist=systemd), a path that a unit file cannot hold byte for byte (a newline, a trailing
         backslash or space, bytes that are not UTF-8) is refused before anything changes.
     type: str

@@ -46,8 +46,8 @@ def test_fstab_rewrite_keeps_every_other_byte_and_round_trips(text: str, path: s
 
 @given(paths, paths)
 def test_mountinfo_fields_round_trip(root: str, mountpoint: str) -> None:
-    line = "36 25 0:32 %s %s rw,relatime shared:1 - ext4 /dev/x%s rw" % (escape(root), escape(mountpoint),
-                                                                          escape(root))
+    fields = (escape(root), escape(mountpoint), escape(root))
+    line = "36 25 0:32 %s %s rw,relatime shared:1 - ext4 /dev/x%s rw" % fields
     (entry,) = parse_mountinfo(line + "\n" + "37 36 0:33 / /y ro - tmpfs none ro\n")[:1]
     assert (entry.root, entry.mountpoint, entry.source) == (root, mountpoint, "/dev/x" + root)
     assert entry.optional_fields == ("shared:1",) and entry.fstype == "ext4"

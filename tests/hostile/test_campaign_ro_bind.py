@@ -44,7 +44,7 @@ fstab_bytes = st.lists(st.one_of(odd_text, odd_text.map(lambda text: "#" + text)
 @settings(max_examples=HOST_EXAMPLES, phases=[Phase.explicit, Phase.reuse, Phase.generate])
 @given(name=component, original=fstab_bytes, persist=st.sampled_from(["fstab", "systemd"]))
 def test_generated_locks_persist_and_unlock_exactly(module_ns: MountNamespace, name: str, original: bytes,
-                                                   persist: str) -> None:
+                                                    persist: str) -> None:
     work = tempfile.mkdtemp(prefix="immutable-root-hostile-")
     try:
         path = os.path.join(work, name)

@@ -84,8 +84,8 @@ def test_concurrent_fstab_runs_lose_no_entry(ns: MountNamespace, tmp_path: pathl
             path.mkdir()
             paths.append(str(path))
         with concurrent.futures.ThreadPoolExecutor(5) as pool:
-            results = list(pool.map(lambda path: ro_bind(ns, {"path": path, "persist": "fstab",
-                                                                "fstab_path": str(fstab)}), paths))
+            results = list(pool.map(
+                lambda path: ro_bind(ns, {"path": path, "persist": "fstab", "fstab_path": str(fstab)}), paths))
         assert all(not result.get("failed") for result in results), [result.get("msg") for result in results]
         lines = fstab.read_text().splitlines()
         assert sorted(lines[1:]) == sorted("%s %s none bind,ro 0 0" % (path, path) for path in paths), lines

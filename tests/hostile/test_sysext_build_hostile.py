@@ -118,7 +118,7 @@ def _owners_in_image(ns: MountNamespace, image: pathlib.Path, image_format: str,
 
 @pytest.mark.parametrize("image_format", ["squashfs", "erofs"])
 def test_images_keep_owners_and_warn_of_setuid_and_device_nodes(ns: MountNamespace, root: pathlib.Path,
-                                                                 tmp_path: pathlib.Path, image_format: str) -> None:
+                                                                tmp_path: pathlib.Path, image_format: str) -> None:
     source = _owned_source(tmp_path)
     args = {"root": str(root), "name": "owned", "format": image_format, "sources": [str(source)]}
     check = build(ns, args, check=True)
