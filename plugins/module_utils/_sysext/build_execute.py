@@ -209,12 +209,12 @@ def _write_release(tree: str, name: str, release: t.Mapping[str, str]) -> int:
             newest = max(newest, int(os.lstat(os.path.join(current, file_name)).st_mtime))
     release_dir = os.path.join(tree, RELEASE_DIR)
     path = os.path.join(release_dir, "extension-release." + name)
-    directory = _open_release_dir(tree)
+    release_fd = _open_release_dir(tree)
     try:
         fd = os.open("extension-release." + name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                     0o644, dir_fd=directory)
+                     0o644, dir_fd=release_fd)
     finally:
-        os.close(directory)
+        os.close(release_fd)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(render_release(release))
         os.fchmod(handle.fileno(), 0o644)
