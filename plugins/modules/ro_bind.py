@@ -269,8 +269,8 @@ def validate_bound_to(unit: str | None, persist: str) -> str | None:
 def main() -> None:
     module = AnsibleModule(
         argument_spec=dict(
-            # type str, not path: a path option is passed through expanduser/expandvars, and "~" would name
-            # the home directory rather than what the user wrote.
+            # type str, not path: Ansible expands "~" and variables in a path option, so "~" would name
+            # the home directory rather than what the user wrote; validate_path checks these instead.
             path=dict(type="str", required=True),
             state=dict(type="str", choices=["present", "absent"], default="present"),
             persist=dict(type="str", choices=["none", "fstab", "systemd"], default="none"),
