@@ -1,5 +1,5 @@
 # The README documents these targets. Each one sets itself up first.
-.PHONY: setup test test-long lint docs types sanity units pytest host vm ecosystem bench demo release clean
+.PHONY: setup test test-long lint docs types sanity units pytest host vm ecosystem hostile bench demo release clean
 
 setup:
 	scripts/setup.sh
@@ -11,7 +11,7 @@ test: setup
 test-long: setup
 	scripts/test.sh long
 
-lint docs types sanity units pytest host vm ecosystem: setup
+lint docs types sanity units pytest host vm ecosystem hostile: setup
 	scripts/test.sh $@
 
 bench: setup

@@ -96,6 +96,12 @@ stage_ecosystem() {
   run_pytest tests/ecosystem
 }
 
+stage_hostile() {
+  log "pytest: the hostile-input campaign of tests/hostile with the long Hypothesis profile (2000 examples per property)"
+  HYPOTHESIS_PROFILE=hostile run_pytest --durations=10 tests/hostile
+}
+
+
 # lane NAME STAGE...: the stages in order, stopping at the first failure, each line prefixed with [NAME].
 # No `||` around a stage: errexit would be ignored inside it and a failing command in mid-stage would pass.
 lane() {

@@ -361,7 +361,7 @@ def main() -> None:
             with exclusive_lock(options["top"]):
                 result = converge(module, runner, options, options["top"], run)
     except (ImmutableRootError, OSError) as exc:
-        module.fail_json(actions=run.done(), **failure(exc))
+        module.fail_json(changed=bool(run.done()), actions=run.done(), **failure(exc))
     module.exit_json(**result)
 
 

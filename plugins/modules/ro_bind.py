@@ -41,7 +41,10 @@ options:
     description:
       - Absolute, normalised path of an existing directory (or file) to lock. Paths that contain a symlink
         are refused, because the kernel records the resolved path in the mount table.
-    type: path
+      - Taken as written, like O(fstab_path) and O(unit_dir); C(~) and C($VAR) are not expanded.
+      - With O(persist=systemd), a path that a unit file cannot hold byte for byte (a newline, a trailing
+        backslash or space, bytes that are not UTF-8) is refused before anything changes.
+    type: str
     required: true
   state:
     description:
@@ -68,12 +71,15 @@ options:
     choices: [auto, mount_api, bind_remount]
     default: auto
   fstab_path:
-    description: The fstab file used with O(persist=fstab).
-    type: path
+    description:
+      - The fstab file used with O(persist=fstab). When it is a symlink, its target is rewritten and the link kept.
+      - The rewrite keeps every other line byte for byte and holds a lock, so concurrent runs sharing the file
+        take turns.
+    type: str
     default: /etc/fstab
   unit_dir:
     description: The directory for the mount unit used with O(persist=systemd).
-    type: path
+    type: str
     default: /etc/systemd/system
   bound_to:
     description:
@@ -212,6 +218,7 @@ from ansible_collections.immutable.root.plugins.module_utils._core.errors import
     ImmutableRootError, ParameterError, failure,
 )
 from ansible_collections.immutable.root.plugins.module_utils._core.paths import validate_path
+from ansible_collections.immutable.root.plugins.module_utils._linux.units import unit_value_problem
 from ansible_collections.immutable.root.plugins.module_utils._ro_bind.model import Request
 from ansible_collections.immutable.root.plugins.module_utils._ro_bind.plan import (
     persistence_warnings, plan_ro_bind, writer_warnings,
@@ -235,6 +242,10 @@ def build_request(params: dict) -> Request:
     real = os.path.realpath(path)
     if real != path:
         raise ParameterError("path", "%s resolves to %s through a symlink; give the resolved path" % (path, real))
+    if params["persist"] == "systemd":
+        problem = unit_value_problem(path)
+        if problem:
+            raise ParameterError("path", "%r %s (persist=systemd writes it as What= and Where=)" % (path, problem))
     return Request(
         path=path,
         state=params["state"],
@@ -258,12 +269,14 @@ def validate_bound_to(unit: str | None, persist: str) -> str | None:
 def main() -> None:
     module = AnsibleModule(
         argument_spec=dict(
-            path=dict(type="path", required=True),
+            # type str, not path: Ansible expands "~" and variables in a path option, so "~" would name
+            # the home directory rather than what the user wrote; validate_path checks these instead.
+            path=dict(type="str", required=True),
             state=dict(type="str", choices=["present", "absent"], default="present"),
             persist=dict(type="str", choices=["none", "fstab", "systemd"], default="none"),
             method=dict(type="str", choices=["auto", "mount_api", "bind_remount"], default="auto"),
-            fstab_path=dict(type="path", default="/etc/fstab"),
-            unit_dir=dict(type="path", default="/etc/systemd/system"),
+            fstab_path=dict(type="str", default="/etc/fstab"),
+            unit_dir=dict(type="str", default="/etc/systemd/system"),
             bound_to=dict(type="str"),
         ),
         supports_check_mode=True,
@@ -284,7 +297,7 @@ def main() -> None:
             remaining = plan_ro_bind(request, after)
             if remaining:
                 module.fail_json(
-                    msg="verification failed: after the run %s still needs: %s" % (
+                    changed=bool(executor.done), msg="verification failed: after the run %s still needs: %s" % (
                         request.path, "; ".join("%s %s" % (action.action, action.detail) for action in remaining)),
                     actions=as_dicts(executor.done), mount=mount_state(request.path, after.layers))
             mount, persisted = mount_state(request.path, after.layers), persistence_state(
@@ -295,7 +308,8 @@ def main() -> None:
             mount, persisted = mount_state(request.path, before.layers), persistence_state(
                 request, before.fstab_entries, before.unit_text)
     except (ImmutableRootError, OSError) as exc:
-        module.fail_json(actions=as_dicts(executor.done) if executor else [], **failure(exc))
+        module.fail_json(changed=bool(executor and executor.done), actions=as_dicts(executor.done) if executor else [],
+                         **failure(exc))
 
     done = executor.done if executor else plan
     result = dict(changed=bool(done), actions=as_dicts(done), mount=mount, method=executor.method if executor else None,

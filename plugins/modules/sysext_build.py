@@ -266,11 +266,16 @@ def main() -> None:
             module.warn(warning)
         if plan and not module.check_mode:
             builder = Builder(runner, request, observed, scan)
-            builder.run(plan)
+            try:
+                builder.run(plan)
+            finally:
+                for warning in builder.warnings:
+                    module.warn(warning)
         target = image_path(request)
         size = os.lstat(target).st_size if os.path.lexists(target) else None
     except (ImmutableRootError, OSError) as exc:
-        module.fail_json(actions=as_dicts(builder.done) if builder else [], **failure(exc))
+        module.fail_json(changed=bool(builder and builder.done), actions=as_dicts(builder.done) if builder else [],
+                         **failure(exc))
 
     result = dict(
         changed=bool(plan),

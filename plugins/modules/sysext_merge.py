@@ -333,7 +333,8 @@ def main() -> None:
                                   % (problem, "; systemd-sysext said: " + " | ".join(said) if said else ""))
             images, states = after.images, after.hierarchies
     except (ImmutableRootError, OSError) as exc:
-        module.fail_json(actions=as_dicts(executor.done) if executor else [], **failure(exc))
+        module.fail_json(changed=bool(executor and executor.done), actions=as_dicts(executor.done) if executor else [],
+                         **failure(exc))
 
     names = merged_names(states)
     result = dict(

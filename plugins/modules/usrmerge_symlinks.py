@@ -291,7 +291,8 @@ def main() -> None:
                 raise UsrMergeError("verification failed: after the run %s still need work" % ", ".join(remaining))
             tops = dict(settled.tops)
     except (ImmutableRootError, OSError) as exc:
-        module.fail_json(actions=as_dicts(executor.done) if executor else [], **failure(exc))
+        module.fail_json(changed=bool(executor and executor.done), actions=as_dicts(executor.done) if executor else [],
+                         **failure(exc))
     finally:
         if executor is not None:
             executor.close()

@@ -35,7 +35,9 @@ def _unescape(field: str) -> str:
 
 def layers(text: str) -> list[Layer]:
     found = []
-    for line in text.splitlines():
+    for line in text.split("\n"):  # only "\n" ends a line (see issue 17)
+        if not line:
+            continue
         fields = line.split(" ")
         after = fields.index("-")
         found.append(Layer(int(fields[0]), int(fields[1]), _unescape(fields[3]), _unescape(fields[4]),

@@ -52,7 +52,8 @@ class MountNamespace:
         return self.run(["sh", "-ec", script], check=check)
 
     def mountinfo(self) -> str:
-        with open("/proc/%d/mountinfo" % self.pid, encoding="utf-8") as handle:
+        # newline="": a "\r" in a path (the kernel leaves it unescaped) is no line end.
+        with open("/proc/%d/mountinfo" % self.pid, encoding="utf-8", errors="surrogateescape", newline="") as handle:
             return handle.read()
 
     def close(self) -> None:

@@ -85,6 +85,19 @@ def _fstab_steps(layout: Layout, name: str, template: str | None, new: bool) -> 
     return [step], []
 
 
+def _refuse_uninjected(layout: Layout, name: str, template: str | None, steps: t.Sequence[Step]) -> None:
+    """A generation becomes current only with its fstab injected: its etc/fstab naming another generation's
+    root would boot the wrong one, or mount another generation's subvolumes read-write."""
+    if any(step.action == "inject_fstab" and name in step.names for step in steps):
+        return
+    if template is not None and layout.fstabs.get(name) == render_fstab(template, name):
+        return
+    why = ("%s/%s, the fstab template, is missing" % (layout.top, FSTAB) if template is None else
+           "it differs from the template and the generation is read-only")
+    raise GenerationError("name: refusing to make generation %s current: its etc/fstab is not injected (%s); "
+                          "run state=initialized with fstab_template, or inject it by hand" % (name, why))
+
+
 def _create_step(name: str, source: Source) -> Step:
     details = {"generation": "snapshot of generation %s", "snapshot": "snapshot of subvolume %s",
                "copy": "copy of directory %s", "empty": "empty subvolume%s"}
@@ -160,6 +173,7 @@ def plan_current(request: Request, layout: Layout) -> Plan:
     existing = layout.names()
     if links is not None and links.targets[:1] == (name,) and links.complete(existing, request.slots):
         return Plan(tuple(steps), tuple(warnings))
+    _refuse_uninjected(layout, name, layout.template, steps)
     slots = history_slots(name, layout.slots(), existing, request.slots)
     return Plan(tuple(steps + _switch_steps(request, slots)), tuple(warnings))
 

@@ -5,10 +5,27 @@
 
 from __future__ import annotations
 
+import re
 import typing as t
 from dataclasses import dataclass
 
-from ansible_collections.immutable.root.plugins.module_utils._linux.mountinfo import escape, unescape
+from ansible_collections.immutable.root.plugins.module_utils._linux.mountinfo import unescape
+
+
+# libmount splits fields at C isspace() characters; str.split() would also split at U+00A0, U+2028 and
+# friends, so a path with a non-breaking space would never match its own entry.
+_FIELD_SEPARATOR = re.compile(r"[ \t\n\v\f\r]+")
+
+
+def escape(path: str) -> str:
+    """A path as an fstab field: every character the field splitter breaks at, and the backslash, as \\ooo
+    (libmount unescapes any octal escape; the kernel's mountinfo escaping covers only space, tab and newline)."""
+    return "".join("\\%03o" % ord(char) if char in " \t\n\v\f\r\\" else char for char in path)
+
+
+def fields_of(line: str) -> list[str]:
+    """The whitespace-separated fields of an fstab line, split at ASCII whitespace only."""
+    return [field for field in _FIELD_SEPARATOR.split(line) if field]
 
 
 @dataclass(frozen=True)
@@ -27,7 +44,7 @@ def parse_fstab(text: str) -> tuple[FstabEntry, ...]:
     """Entries of an fstab; comment, blank and malformed lines are skipped (mount(8) ignores them too)."""
     entries = []
     for number, raw in enumerate(lines_of(text), start=1):
-        fields = raw.split()
+        fields = fields_of(raw)
         if not fields or fields[0].startswith("#") or len(fields) < 4:
             continue
         try:

@@ -73,6 +73,8 @@ def parse_line(line: str) -> MountEntry:
         separator = fields.index("-", 6)
         mount_id, parent_id = int(fields[0]), int(fields[1])
         fstype, source, super_options = fields[separator + 1:separator + 4]
+        if len(fields) != separator + 4:
+            raise ValueError("%d fields after the separator, expected 3" % (len(fields) - separator - 1))
     except ValueError as exc:
         raise MountinfoError("malformed mountinfo line %r: %s" % (line, exc))
     return MountEntry(
@@ -91,7 +93,9 @@ def parse_line(line: str) -> MountEntry:
 
 def parse_mountinfo(text: str) -> tuple[MountEntry, ...]:
     """Parse a whole mountinfo file, keeping the kernel's order (parents before children)."""
-    return tuple(parse_line(line) for line in text.splitlines() if line.strip())
+    # Only "\n" ends a line: the kernel leaves \r, \x1c-\x1e, \x85 and U+2028 in paths unescaped, and
+    # str.splitlines() would break a line at each of them.
+    return tuple(parse_line(line) for line in text.split("\n") if line.strip(" "))
 
 
 def stack_at(entries: t.Sequence[MountEntry], path: str) -> tuple[MountEntry, ...]:
@@ -145,5 +149,6 @@ MOUNTINFO = "/proc/self/mountinfo"
 
 def read_mountinfo(path: str = MOUNTINFO) -> tuple[MountEntry, ...]:
     """This process's mount table (or another process's, given its mountinfo path)."""
-    with open(path, encoding="utf-8", errors="surrogateescape") as handle:
+    # newline="": no translation of "\r" in paths into line ends.
+    with open(path, encoding="utf-8", errors="surrogateescape", newline="") as handle:
         return parse_mountinfo(handle.read())

@@ -16,7 +16,7 @@ def escape_path(path: str) -> str:
     if not trimmed:
         return "-"
     escaped = []
-    for index, byte in enumerate(trimmed.encode("utf-8")):
+    for index, byte in enumerate(trimmed.encode("utf-8", "surrogateescape")):
         char = chr(byte)
         if char == "/":
             escaped.append("-")
@@ -25,6 +25,30 @@ def escape_path(path: str) -> str:
         else:
             escaped.append("\\x%02x" % byte)
     return "".join(escaped)
+
+
+def escape_specifiers(value: str) -> str:
+    """A value for a unit file setting that expands specifiers (What=, Where=): "%" is written "%%"."""
+    return value.replace("%", "%%")
+
+
+def unit_value_problem(value: str) -> str | None:
+    """Why value cannot be written as a unit file setting byte for byte, or None when it can.
+
+    systemd reads settings line by line, joins a line ending in a backslash with the next, strips
+    whitespace around values and ignores assignments that are not valid UTF-8.
+    """
+    if any(char in value for char in "\n\r"):
+        return "contains a newline or carriage return, which a unit file setting cannot hold"
+    if value.endswith("\\"):
+        return "ends in a backslash, which systemd reads as a line continuation"
+    if value != value.strip(" \t\v\f"):
+        return "begins or ends with whitespace, which systemd strips from a setting"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not valid UTF-8, which systemd ignores in a unit file"
+    return None
 
 
 def mount_unit_name(path: str) -> str:

@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import typing as t
 
@@ -107,8 +109,13 @@ class Executor:
             self.runner.run(["umount", "--lazy", path])
 
     def _rewrite_fstab(self, fstab: str, present: bool) -> None:
-        new = fstab_text(read_text(fstab) or "", self.request.path, present)
-        durable_replace(fstab, new.encode("utf-8", "surrogateescape"), _mode_of(fstab, 0o644))
+        # A symlinked fstab is written through to its target (replacing the link would leave the real one stale).
+        # The read-modify-write holds flock(2) on the target's directory: concurrent runs for other paths
+        # sharing the file take turns instead of each writing back what it read.
+        target = os.path.realpath(fstab)
+        with locked_directory(os.path.dirname(target) or "/"):
+            new = fstab_text(read_text(target) or "", self.request.path, present)
+            durable_replace(target, new.encode("utf-8", "surrogateescape"), _mode_of(target, 0o644))
 
     def _write_unit(self, unit_file: str) -> None:
         os.makedirs(os.path.dirname(unit_file), exist_ok=True)
@@ -121,6 +128,17 @@ class Executor:
         os.makedirs(os.path.dirname(wants_link), exist_ok=True)
         # Relative, so the link stays right when unit_dir lives inside an offline image.
         durable_symlink("../" + os.path.basename(wants_link), wants_link)
+
+
+@contextlib.contextmanager
+def locked_directory(path: str) -> t.Iterator[None]:
+    """Hold an exclusive flock(2) on directory path (no lock file is left behind)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _mode_of(path: str, default: int) -> int:

@@ -18,9 +18,10 @@ from ansible_collections.immutable.root.plugins.module_utils._ro_bind.render imp
 
 
 def read_text(path: str) -> str | None:
+    """The file's bytes as text, every byte kept ("\r" too: no newline translation)."""
     try:
-        with open(path, encoding="utf-8", errors="surrogateescape") as handle:
-            return handle.read()
+        with open(path, "rb") as handle:
+            return handle.read().decode("utf-8", "surrogateescape")
     except FileNotFoundError:
         return None
 

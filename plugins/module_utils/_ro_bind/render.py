@@ -11,7 +11,7 @@ from ansible_collections.immutable.root.plugins.module_utils._linux.fstab import
     FstabEntry, parse_fstab, render_entry, rewrite,
 )
 from ansible_collections.immutable.root.plugins.module_utils._linux.mountinfo import MountEntry, root_for
-from ansible_collections.immutable.root.plugins.module_utils._linux.units import mount_unit_name
+from ansible_collections.immutable.root.plugins.module_utils._linux.units import escape_specifiers, mount_unit_name
 from ansible_collections.immutable.root.plugins.module_utils._ro_bind.model import (
     Layer, Observed, Request, UNIT_WANTED_BY, mount_request, wanted_by,
 )
@@ -63,7 +63,7 @@ def unit_text(path: str, bound_to: str | None = None) -> str:
         "\n"
         "[Install]\n"
         "WantedBy=%(wanted_by)s\n"
-    ) % {"unit": unit, "path": path, "wanted_by": wanted}
+    ) % {"unit": escape_specifiers(unit), "path": escape_specifiers(path), "wanted_by": wanted}
 
 
 def unit_paths(request: Request) -> tuple[str, str]:

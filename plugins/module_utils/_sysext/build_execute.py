@@ -23,7 +23,9 @@ from ansible_collections.immutable.root.plugins.module_utils._sysext.build_model
 from ansible_collections.immutable.root.plugins.module_utils._sysext.build_observe import (
     SourceScan, same_content, staging_parent, staging_prefix,
 )
-from ansible_collections.immutable.root.plugins.module_utils._sysext.build_plan import membership, with_digest
+from ansible_collections.immutable.root.plugins.module_utils._sysext.build_plan import (
+    RELEASE_PARENTS, membership, release_parent_problem, special_file_warning, with_digest,
+)
 from ansible_collections.immutable.root.plugins.module_utils._sysext.inspect import (
     InspectJob, inspect_images, inspect_tree, probe_filesystem,
 )
@@ -41,6 +43,7 @@ class Builder:
         self.done: list[Action] = []
         self.staging: str | None = None
         self.built: str | None = None
+        self.warnings: list[str] = []  # setuid/setgid files and device nodes found in unpacked packages
 
     def run(self, actions: t.Sequence[Action]) -> None:
         os.makedirs(self.request.dest, mode=0o755, exist_ok=True)
@@ -72,7 +75,8 @@ class Builder:
                 os.mkdir(unpacked, 0o700)
                 self.runner.run(["bsdtar", "-xpf", source.path, "-C", unpacked, "--numeric-owner", "--"]
                                 + self.scan.patterns[source.path])
-                merge_tree(unpacked, tree, "", self.request.hierarchies, move=True, origin=source.path)
+                merge_tree(unpacked, tree, "", self.request.hierarchies, move=True, origin=source.path,
+                           warnings=self.warnings)
             else:
                 merge_tree(source.path, tree, "", self.request.hierarchies, move=False, origin=source.path)
         step_boundary("sysext_build.staged")
@@ -85,9 +89,11 @@ class Builder:
         self._validate(self.built)
 
     def _mkfs(self, tree: str, image: str, epoch: int) -> None:
+        # Owners are kept as the directory format keeps them: -all-root (and erofs' --all-root) would turn a
+        # setuid file of uid 1000 into a setuid-root one.
         compression, level = self.request.compression, self.request.compression_level
         if self.request.format == "squashfs":
-            argv = ["mksquashfs", tree, image, "-all-root", "-noappend", "-quiet", "-no-progress",
+            argv = ["mksquashfs", tree, image, "-noappend", "-quiet", "-no-progress",
                     "-mkfs-time", str(epoch)]
             argv += ["-noI", "-noD", "-noF", "-noX"] if compression == "none" else ["-comp", compression]
             argv += ["-Xcompression-level", str(level)] if level is not None else []
@@ -96,7 +102,7 @@ class Builder:
             # A fixed UUID and SOURCE_DATE_EPOCH make erofs images reproducible; file mtimes are kept.
             uuid = self.observed.digest.split(":")[-1]
             uuid = "%s-%s-%s-%s-%s" % (uuid[:8], uuid[8:12], uuid[12:16], uuid[16:20], uuid[20:32])
-            argv = ["mkfs.erofs", "--quiet", "--all-root", "-U", uuid]
+            argv = ["mkfs.erofs", "--quiet", "-U", uuid]
             if compression != "none":
                 argv.append("-z%s%s" % (compression, ",%d" % level if level is not None else ""))
             self.runner.run(argv + [image, tree], environ={"SOURCE_DATE_EPOCH": str(epoch)})
@@ -141,14 +147,22 @@ class Builder:
         fsync_directory(os.path.dirname(target))
 
 
-def merge_tree(src: str, dst: str, relative: str, hierarchies: t.Sequence[str], move: bool, origin: str) -> None:
-    """Bring the hierarchy content of src into dst; a path two sources ship differently is an error."""
+def merge_tree(src: str, dst: str, relative: str, hierarchies: t.Sequence[str], move: bool, origin: str,
+               warnings: list[str] | None = None) -> None:
+    """Bring the hierarchy content of src into dst; a path two sources ship differently is an error.
+
+    warnings, when given, collects a warning for each setuid/setgid file and device node."""
     for entry in sorted(os.scandir(os.path.join(src, relative) if relative else src), key=lambda item: item.name):
         path = "%s/%s" % (relative, entry.name) if relative else entry.name
         verdict: Membership = membership(path, hierarchies)
         st = entry.stat(follow_symlinks=False)
         if verdict in ("drop", "forbidden") or (verdict == "parent" and not stat.S_ISDIR(st.st_mode)):
             continue
+        if path in RELEASE_PARENTS and not stat.S_ISDIR(st.st_mode):
+            raise SysextError(release_parent_problem(origin, path))
+        warning = special_file_warning(origin, path, st.st_mode) if warnings is not None else None
+        if warning and warnings is not None:
+            warnings.append(warning)
         target = os.path.join(dst, path)
         if stat.S_ISDIR(st.st_mode):
             if not os.path.lexists(target):
@@ -156,7 +170,7 @@ def merge_tree(src: str, dst: str, relative: str, hierarchies: t.Sequence[str], 
                 _copy_metadata(entry.path, target, st)
             elif not os.path.isdir(target) or os.path.islink(target):
                 raise SysextError("sources: %s ships %s as a directory, an earlier source does not" % (origin, path))
-            merge_tree(src, dst, path, hierarchies, move, origin)
+            merge_tree(src, dst, path, hierarchies, move, origin, warnings)
         elif os.path.lexists(target):
             if not same_content(entry.path, st, target):
                 raise SysextError("sources: %s and an earlier source both ship %s, with different content or "
@@ -194,17 +208,45 @@ def _write_release(tree: str, name: str, release: t.Mapping[str, str]) -> int:
         for file_name in files:
             newest = max(newest, int(os.lstat(os.path.join(current, file_name)).st_mtime))
     release_dir = os.path.join(tree, RELEASE_DIR)
-    os.makedirs(release_dir, mode=0o755, exist_ok=True)
     path = os.path.join(release_dir, "extension-release." + name)
-    with open(path, "w", encoding="utf-8") as handle:
+    release_fd = _open_release_dir(tree)
+    try:
+        fd = os.open("extension-release." + name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o644, dir_fd=release_fd)
+    finally:
+        os.close(release_fd)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(render_release(release))
-    os.chmod(path, 0o644)
+        os.fchmod(handle.fileno(), 0o644)
     for current, directories, _files in os.walk(tree, topdown=False):
         for directory in directories:
             os.utime(os.path.join(current, directory), (newest, newest), follow_symlinks=False)
     os.utime(path, (newest, newest))
     os.utime(tree, (newest, newest))
     return newest
+
+
+def _open_release_dir(tree: str) -> int:
+    """A descriptor of tree/usr/lib/extension-release.d, made one component at a time without following a
+    symlink: a source that shipped one of them as a link must never make this write land outside the tree."""
+    fd = os.open(tree, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        for part in RELEASE_DIR.split("/"):
+            try:
+                os.mkdir(part, 0o755, dir_fd=fd)
+            except FileExistsError:
+                pass
+            try:
+                child = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            except OSError as exc:
+                raise SysextError("the staged tree's %s is not a directory (%s): refusing to write the release file "
+                                  "through it" % (part, exc.strerror))
+            os.close(fd)
+            fd = child
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _exchange(new: str, target: str) -> None:

@@ -21,7 +21,8 @@ from ansible_collections.immutable.root.plugins.module_utils._sysext.build_model
     BuildObserved, BuildRequest, DIGEST_KEY, ExistingImage,
 )
 from ansible_collections.immutable.root.plugins.module_utils._sysext.build_plan import (
-    compose_release, default_release, digest, membership, normalize_member,
+    RELEASE_PARENTS, compose_release, default_release, digest, membership, normalize_member, release_parent_problem,
+    special_file_warning,
 )
 from ansible_collections.immutable.root.plugins.module_utils._sysext.images import SEARCH_DIRS
 from ansible_collections.immutable.root.plugins.module_utils._sysext.inspect import (
@@ -31,7 +32,7 @@ from ansible_collections.immutable.root.plugins.module_utils._sysext.merge_obser
     merged_names_now, running_architecture,
 )
 from ansible_collections.immutable.root.plugins.module_utils._sysext.release import (
-    HostRelease, ReleaseSyntaxError, SysextError, extension_release_problem, parse_env_pairs,
+    HostRelease, ReleaseSyntaxError, SysextError, extension_release_problem, parse_env_pairs, read_release_bytes,
 )
 
 STAGING_PREFIX = ".#sysext-build."
@@ -77,12 +78,13 @@ def target_release_pairs(root: str) -> dict[str, str]:
     for relative in OS_RELEASE_PATHS:
         path = resolve_in_root(root, relative)
         try:
-            with open(path, "rb") as handle:
-                return parse_env_pairs(handle.read(), path)
+            return parse_env_pairs(read_release_bytes(path), path)
         except FileNotFoundError:
             continue
         except ReleaseSyntaxError as exc:
             raise SysextError("root: %s" % exc.msg)
+        except OSError as exc:
+            raise SysextError("root: %s cannot be read: %s" % (path, exc.strerror))
     return {}
 
 
@@ -92,6 +94,7 @@ class SourceScan(t.NamedTuple):
     dropped: list[str]
     patterns: dict[str, list[str]]  # package path -> bsdtar patterns that select its included members
     owners: dict[str, list[tuple[str, str]]]  # relative path -> (source, member name) of every source shipping it
+    warnings: list[str]  # setuid/setgid files and device nodes of directory sources
 
 
 def list_package(runner: Runner, path: str) -> list[str]:
@@ -107,7 +110,7 @@ def _forbidden(source: str) -> ParameterError:
 
 
 def scan_sources(runner: Runner, request: BuildRequest) -> SourceScan:
-    scan = SourceScan([], set(), [], {}, {})
+    scan = SourceScan([], set(), [], {}, {}, [])
     for source in request.sources:
         if source.kind == "package":
             patterns: set[str] = set()
@@ -133,6 +136,9 @@ def scan_sources(runner: Runner, request: BuildRequest) -> SourceScan:
             for relative, st, extra in walk_source(source.path, request.hierarchies, scan.dropped):
                 tree.update(("%s\0%o\0%d\0%d\0%s\0" % (relative, st.st_mode, st.st_uid, st.st_gid, extra)).encode(
                     "utf-8", "surrogateescape"))
+                warning = special_file_warning(source.path, relative, st.st_mode)
+                if warning:
+                    scan.warnings.append(warning)
                 if not stat.S_ISDIR(st.st_mode):
                     scan.files.add(relative)
                     scan.owners.setdefault(relative, []).append((source.path, relative))
@@ -185,6 +191,8 @@ def walk_source(top: str, hierarchies: t.Sequence[str], dropped: list[str],
         if verdict == "drop" or (verdict == "parent" and not stat.S_ISDIR(st.st_mode)):
             dropped.append(path + ("/" if stat.S_ISDIR(st.st_mode) else ""))
             continue
+        if path in RELEASE_PARENTS and not stat.S_ISDIR(st.st_mode):
+            raise ParameterError("sources", release_parent_problem(top, path))
         if verdict == "include":
             yield path, st, _content_digest(entry.path, st)
         if stat.S_ISDIR(st.st_mode):
@@ -260,7 +268,7 @@ def observe_build(runner: Runner, request: BuildRequest) -> tuple[BuildObserved,
         dropped=tuple(scan.dropped),
         existing=existing_images(runner, request),
         stale=stale_staging(request),
-        warnings=tuple(build_warnings(request, host, release)),
+        warnings=tuple(build_warnings(request, host, release) + scan.warnings),
     )
     return observed, scan
 

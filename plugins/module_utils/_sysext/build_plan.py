@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import stat
 import typing as t
 
 from ansible_collections.immutable.root.plugins.module_utils._core.actions import Action
@@ -131,6 +132,26 @@ def normalize_member(name: str) -> str:
     if ".." in parts:
         raise SysextError("sources: member %r climbs out of the image with '..'" % name)
     return "/".join(parts)
+
+
+# The directories the module writes the release file into: a source must ship them as directories (a symlink
+# there would carry that write out of the image).
+RELEASE_PARENTS = tuple("/".join(RELEASE_DIR.split("/")[:depth]) for depth in range(1, RELEASE_DIR.count("/") + 2))
+
+
+def release_parent_problem(source: str, path: str) -> str:
+    return ("%s ships %s as something other than a directory (a symlink?); the release file is written into %s, "
+            "so it must be a real directory" % (source, path, RELEASE_DIR))
+
+
+def special_file_warning(source: str, path: str, mode: int) -> str | None:
+    """A warning for a setuid/setgid file or a device node an image would carry; None for an ordinary entry."""
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "%s ships a device node %s: the image will carry it" % (source, path)
+    if stat.S_ISREG(mode) and mode & (stat.S_ISUID | stat.S_ISGID):
+        return "%s ships %s with the %s bit set: the image keeps its owner and mode" % (
+            source, path, "setuid" if mode & stat.S_ISUID else "setgid")
+    return None
 
 
 def membership(path: str, hierarchies: t.Sequence[str]) -> Membership:

@@ -5,10 +5,12 @@
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import errno
 import json
 import os
+import signal
 import stat
 import tempfile
 import typing as t
@@ -16,10 +18,11 @@ import typing as t
 from ansible_collections.immutable.root.plugins.module_utils._core.errors import ImmutableRootError
 from ansible_collections.immutable.root.plugins.module_utils._core.paths import resolve_in_root
 from ansible_collections.immutable.root.plugins.module_utils._core.runner import Runner
+from ansible_collections.immutable.root.plugins.module_utils._linux import libc
 from ansible_collections.immutable.root.plugins.module_utils._linux.namespace import enter_private_mount_namespace
 from ansible_collections.immutable.root.plugins.module_utils._sysext.images import ImageContent
 from ansible_collections.immutable.root.plugins.module_utils._sysext.release import (
-    RELEASE_DIR, ReleaseSyntaxError, parse_boolean, parse_env_pairs, systemd_image_name_is_valid,
+    RELEASE_DIR, ReleaseSyntaxError, parse_boolean, parse_env_pairs, read_release_bytes, systemd_image_name_is_valid,
 )
 
 STRICT_XATTR = "user.extension-release.strict"
@@ -57,8 +60,7 @@ def read_release(tree: str, name: str) -> tuple[dict[str, str] | None, str | Non
         wanted = "%s/%s" % (RELEASE_DIR, candidates[0])
         path = os.path.join(directory, candidates[0])
     try:
-        with open(path, "rb") as handle:
-            return parse_env_pairs(handle.read(), wanted), wanted, None
+        return parse_env_pairs(read_release_bytes(path), wanted), wanted, None
     except (OSError, ReleaseSyntaxError) as exc:
         return None, wanted, "%s cannot be read: %s" % (wanted, exc)
 
@@ -249,6 +251,21 @@ def inspect_images(runner: Runner, jobs: t.Sequence[InspectJob], hierarchies: t.
             for path, item in raw.items()}
 
 
+# The inspection child mounts and reads images; nothing it does should take minutes. Past this it is killed.
+INSPECT_SECONDS = 600
+PR_SET_PDEATHSIG = 1
+
+
+def bound_child_lifetime() -> None:  # pragma: no cover - runs in the child
+    """Die with the parent (a killed module run must not leave its child blocked) and after INSPECT_SECONDS."""
+    libc.call("prctl", ctypes.c_int(PR_SET_PDEATHSIG), ctypes.c_ulong(signal.SIGKILL), ctypes.c_ulong(0),
+              ctypes.c_ulong(0), ctypes.c_ulong(0), what="prctl(PR_SET_PDEATHSIG)")
+    if os.getppid() == 1:
+        os._exit(1)  # the parent died before the prctl took effect
+    signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    signal.alarm(INSPECT_SECONDS)
+
+
 def in_private_mount_namespace(work: t.Callable[[], t.Any]) -> t.Any:
     """Run work() in a forked child inside a new, fully private mount namespace; return its JSON result.
 
@@ -259,6 +276,7 @@ def in_private_mount_namespace(work: t.Callable[[], t.Any]) -> t.Any:
     if pid == 0:  # pragma: no cover - the child's coverage is not collected
         os.close(reader)
         try:
+            bound_child_lifetime()
             enter_private_mount_namespace()
             payload = {"result": work()}
         except Exception as exc:  # pylint: disable=broad-exception-caught

@@ -27,7 +27,7 @@ from ansible_collections.immutable.root.plugins.module_utils._sysext.merge_model
 )
 from ansible_collections.immutable.root.plugins.module_utils._sysext.merge_plan import parse_systemd_version
 from ansible_collections.immutable.root.plugins.module_utils._sysext.release import (
-    HostRelease, ReleaseSyntaxError, SysextError, parse_env_pairs, systemd_architecture,
+    HostRelease, ReleaseSyntaxError, SysextError, parse_env_pairs, read_release_bytes, systemd_architecture,
 )
 
 
@@ -40,8 +40,7 @@ def host_release(root: str) -> HostRelease:
     for relative in OS_RELEASE_PATHS:
         path = resolve_in_root(root, relative)
         try:
-            with open(path, "rb") as handle:
-                host = HostRelease.from_pairs(parse_env_pairs(handle.read(), path))
+            host = HostRelease.from_pairs(parse_env_pairs(read_release_bytes(path), path))
         except FileNotFoundError:
             continue
         except (OSError, ReleaseSyntaxError) as exc:

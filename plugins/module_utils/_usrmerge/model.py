@@ -71,6 +71,9 @@ class Observed:
     usr_free_inodes: int = -1
     backup_dev: int = 0  # device the backup directory is (or would be) on
     backup_problem: str = ""  # why backups cannot be written safely, "" when they can
+    # mountpoints (relative to root) on or inside a directory the run would move or remove: rename(2) and
+    # rmdir(2) fail with EBUSY there, half-way through the run
+    mounts_inside: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

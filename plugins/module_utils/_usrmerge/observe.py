@@ -11,6 +11,8 @@ import os
 import stat
 import typing as t
 
+from ansible_collections.immutable.root.plugins.module_utils._linux.mountinfo import read_mountinfo
+
 from ansible_collections.immutable.root.plugins.module_utils._usrmerge.manifest import (
     Hasher, O_DIR, kind_of, measure, same_object,
 )
@@ -208,6 +210,20 @@ def skip_flag_present(root_fd: int) -> bool:
         os.close(fd)
 
 
+def mounts_inside(root: str, relatives: t.Sequence[str]) -> tuple[str, ...]:
+    """Mountpoints of this process's table on or below root/<relative> for any of relatives, as root-relative paths."""
+    if not relatives:
+        return ()
+    base = os.path.realpath(root).rstrip("/")
+    tops = [base + "/" + relative for relative in relatives]
+    found = set()
+    for entry in read_mountinfo():
+        for top in tops:
+            if entry.mountpoint == top or entry.mountpoint.startswith(top + "/"):
+                found.add(entry.mountpoint[len(base) + 1:])
+    return tuple(sorted(found))
+
+
 def observe(request: Request, hasher: Hasher | None = None) -> tuple[Observed, Layout]:
     """Read everything the planner needs; also returns the layout the walk was guided by."""
     hasher = hasher or Hasher()
@@ -264,7 +280,9 @@ def observe(request: Request, hasher: Hasher | None = None) -> tuple[Observed, L
         finally:
             os.close(usr_fd)
         backup_dev, backup_problem = backup_location(root_fd)
+        moved = [source.path for source in layout.sources] + list(snapshot.leftovers)
         observed = Observed(
+            mounts_inside=mounts_inside(request.root, moved),
             tops=tops, links=links, trees=trees, usr_nodes=usr_nodes, leftovers=snapshot.leftovers,
             skip_flag=skip_flag_present(root_fd),
             usr_free=space.f_bavail * space.f_frsize,

@@ -329,6 +329,10 @@ def plan_usrmerge(request: Request, observed: Observed) -> Plan:
     if converting and observed.skip_flag and request.skip_flag == "honour":
         raise ParameterError("skip_flag", "%s exists (debootstrap's request to keep /usr split); set skip_flag=remove "
                              "or keep to merge anyway" % show(SKIP_FLAG))
+    if observed.mounts_inside and (layout.sources or cleanup):
+        raise UsrMergeError("%s is a mount point inside a directory this run would move or remove; unmount it "
+                            "first (nothing was changed)" % ", ".join(show(path) for path in observed.mounts_inside),
+                            extra=dict(mounts=[show(path) for path in observed.mounts_inside]))
     if any(op.backup for op in ops) and observed.backup_problem:
         raise UsrMergeError("cannot save replaced entries: %s" % observed.backup_problem)
     counts = {kind: sum(1 for op in ops if op.kind == kind) for kind in KINDS}

@@ -72,12 +72,21 @@ CURRENT_TABLE = [
     ("fstab not injected yet (interrupted present)", "D",
      layout(("A", "B", "C", "D"), fstabs={"D": None}), ["inject_fstab", "write_links", "switch_current"],
      ("D", "C", "B", "A")),
-    ("read-only generation keeps its fstab", "D",
-     layout(("A", "B", "C", "D"), fstabs={"D": "old"}, read_only=("D",)), ["write_links", "switch_current"],
-     ("D", "C", "B", "A")),
-    ("no template", "D", layout(("A", "B", "C", "D"), template=None), ["write_links", "switch_current"],
-     ("D", "C", "B", "A")),
 ]
+
+# A generation is made current only with its fstab injected (issue 17): these were switched with a warning.
+UNINJECTED_TABLE = [
+    ("read-only generation with another fstab", layout(("A", "B", "C", "D"), fstabs={"D": "old"}, read_only=("D",)),
+     "it differs from the template and the generation is read-only"),
+    ("no template", layout(("A", "B", "C", "D"), template=None), "the fstab template, is missing"),
+]
+
+
+@pytest.mark.parametrize("case, the_layout, why", UNINJECTED_TABLE, ids=[row[0] for row in UNINJECTED_TABLE])
+def test_current_refuses_a_generation_without_its_fstab(case: str, the_layout: Layout, why: str) -> None:
+    with pytest.raises(GenerationError, match="refusing to make generation D current") as raised:
+        plan_generation(request("current", "D"), the_layout)
+    assert why in raised.value.msg
 
 
 @pytest.mark.parametrize("case, name, the_layout, expected, slots", CURRENT_TABLE, ids=[row[0] for row in CURRENT_TABLE])
@@ -108,8 +117,8 @@ def test_current_refusals() -> None:
 
 
 def test_warnings_for_missing_template_and_read_only_generation() -> None:
-    assert "has no fstab template" in plan_generation(request("current", "A"), layout(template=None)).warnings[0]
-    plan = plan_generation(request("current", "A"), layout(fstabs={"A": "other"}, read_only=("A",)))
+    assert "has no fstab template" in plan_generation(request("present", "A"), layout(template=None)).warnings[0]
+    plan = plan_generation(request("present", "A"), layout(fstabs={"A": "other"}, read_only=("A",)))
     assert "is read-only" in plan.warnings[0]
 
 
