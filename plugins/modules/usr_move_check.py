@@ -19,8 +19,8 @@ description:
     (C(read_fstab_entry /usr), C(mountfs /usr)), and C(/etc/fstab) must list C(/usr); for dracut the
     C(lsinitrd) listing must hold the usrmount hook or systemd's fstab generator; for mkinitcpio C(HOOKS) must
     hold C(usr) or C(systemd); genkernel's linuxrc mounts a C(/usr) listed in C(/etc/fstab).
-    The filesystem holding C(/usr) must have room for what is copied rather than hard-linked (the plan of
-    M(immutable.root.usrmerge_symlinks)); no package manager may run (dpkg, apk and portage locks held in
+    The filesystem holding C(/usr) must have room for what is copied rather than hard-linked (every regular file
+    below the old directories when C(/usr) is another filesystem); no package manager may run (dpkg, apk and portage locks held in
     C(/proc/locks), pacman's C(db.lck), their processes); the root must not be mounted read-only.
   - O(stage=record) writes a manifest of every path below the old directories (C(/bin), C(/sbin), C(/lib*))
     with the sha256 of the bytes it resolves to. Nothing is written once the root is merged.
@@ -57,10 +57,6 @@ options:
       - The initramfs image to inspect with O(stage=preflight). Default is the image of the running kernel where the
         generator puts it (C(/boot/initrd.img-RELEASE), C(/boot/initramfs-RELEASE.img)).
     type: path
-  merge_sbin:
-    description: As for M(immutable.root.usrmerge_symlinks); used to compute the space the move needs.
-    type: bool
-    default: false
   manifest:
     description: The manifest file O(stage=record) writes and O(stage=verify) reads.
     type: path
@@ -111,7 +107,7 @@ root_fstype:
   type: str
   sample: ext4
 merged:
-  description: Whether the root is already merged (usrmerge_symlinks would change nothing).
+  description: Whether the root is already merged (none of C(bin), C(sbin), C(lib*) is a real directory any more).
   returned: always
   type: bool
 os_id:
@@ -149,9 +145,6 @@ from ansible_collections.immutable.root.plugins.module_utils._core.errors import
 from ansible_collections.immutable.root.plugins.module_utils._core.paths import validate_path
 from ansible_collections.immutable.root.plugins.module_utils._core.runner import Runner
 from ansible_collections.immutable.root.plugins.module_utils._linux.osrelease import read_os_release
-from ansible_collections.immutable.root.plugins.module_utils._usrmerge.model import Request
-from ansible_collections.immutable.root.plugins.module_utils._usrmerge.observe import observe
-from ansible_collections.immutable.root.plugins.module_utils._usrmerge.plan import plan_usrmerge
 from ansible_collections.immutable.root.plugins.module_utils._usrmove.inspect import (
     manifest_differences, preflight_checks, refusal,
 )
@@ -159,27 +152,27 @@ from ansible_collections.immutable.root.plugins.module_utils._usrmove.model impo
     STAGES, PreflightFacts, UsrMoveError, Verification,
 )
 from ansible_collections.immutable.root.plugins.module_utils._usrmove.observe import (
-    broken_interpreters, init_state, inspect_initramfs, old_paths, read_mounts, resolve_all, root_and_usr,
-    running_package_managers, usr_is_separate,
+    broken_interpreters, bytes_to_copy, init_state, inspect_initramfs, old_directories, old_paths, read_mounts,
+    resolve_all, root_and_usr, running_package_managers, usr_available, usr_is_separate,
 )
 
 
 def preflight(module: AnsibleModule, runner: Runner, root: str, result: dict) -> None:
-    root_mount, usr_mount = root_and_usr(root, read_mounts())
+    mounts = read_mounts()
+    root_mount, usr_mount = root_and_usr(root, mounts)
     separate = usr_is_separate(root_mount, usr_mount)
-    observed, _layout = observe(Request(root=root, directories=None, merge_sbin=module.params["merge_sbin"]))
-    plan = plan_usrmerge(Request(root=root, directories=None, merge_sbin=module.params["merge_sbin"]), observed)
-    initramfs = inspect_initramfs(runner, root, module.params["initramfs"]) if separate and not plan.empty else None
+    merged = not old_directories(root)
+    initramfs = inspect_initramfs(runner, root, module.params["initramfs"]) if separate and not merged else None
     facts = PreflightFacts(
         root_read_only=root_mount.read_only or "ro" in root_mount.super_options,
         root_fstype=root_mount.fstype, usr_separate=separate,
         usr_source=usr_mount.source if separate else None, initramfs=initramfs,
-        needed_bytes=plan.needed_bytes, available_bytes=observed.usr_free,
-        package_managers=running_package_managers(root), merged=plan.empty,
+        needed_bytes=0 if merged else bytes_to_copy(root, separate), available_bytes=usr_available(root),
+        package_managers=running_package_managers(root, mounts), merged=merged,
     )
     checks = preflight_checks(facts)
     result.update(checks=[check.as_dict() for check in checks], usr_separate=separate,
-                  root_fstype=root_mount.fstype, merged=plan.empty,
+                  root_fstype=root_mount.fstype, merged=merged,
                   initramfs=initramfs.as_dict() if initramfs else None)
     message = refusal(checks)
     if message:
@@ -241,7 +234,6 @@ def main() -> None:
             stage=dict(type="str", choices=list(STAGES), required=True),
             root=dict(type="path", default="/"),
             initramfs=dict(type="path"),
-            merge_sbin=dict(type="bool", default=False),
             manifest=dict(type="path", default="/var/lib/gentoo-usr-move/manifest.json"),
             failed_units=dict(type="bool", default=True),
         ),

@@ -110,7 +110,7 @@ def inspect_initramfs(runner: Runner, root: str, image: str | None) -> Initramfs
     return initramfs_tools_verdict(init_text, fstab_text, image)
 
 
-def running_package_managers(root: str) -> tuple[str, ...]:
+def running_package_managers(root: str, mounts: t.Sequence[MountEntry]) -> tuple[str, ...]:
     """A line per sign of a running package manager: a held lock, pacman's lock file, a process."""
     proc_locks = read_text("/", "proc/locks") or ""
     held = parse_proc_locks(proc_locks)
@@ -124,9 +124,17 @@ def running_package_managers(root: str) -> tuple[str, ...]:
         if existence:
             found.append("%s: %s exists (remove it only if no %s runs)" % (manager, path, manager))
             continue
-        pid = held.get((os.major(st.st_dev), os.minor(st.st_dev), st.st_ino))
+        # /proc/locks names the superblock's device; stat(2) on a btrfs subvolume answers the subvolume's own.
+        devices = {(os.major(st.st_dev), os.minor(st.st_dev))}
+        holder_mount = mount_containing(mounts, path)
+        if holder_mount is not None:
+            major, minor = holder_mount.device.split(":")
+            devices.add((int(major), int(minor)))
+        pid = next((held[(major, minor, st.st_ino)] for major, minor in sorted(devices)
+                    if (major, minor, st.st_ino) in held), None)
         if pid is not None:
-            found.append("%s: %s is locked by pid %d" % (manager, path, pid))
+            holder = "pid %d" % pid if pid > 0 else "an open file description lock"
+            found.append("%s: %s is locked by %s" % (manager, path, holder))
     if root == "/":
         for comm_path in glob.glob("/proc/[0-9]*/comm"):
             comm = (read_text("/", comm_path.lstrip("/")) or "").strip()
@@ -174,6 +182,32 @@ def old_paths(root: str) -> list[str]:
             found += [inside + "/" + entry for entry in dirs + files]
             dirs[:] = [entry for entry in dirs if not os.path.islink(os.path.join(directory, entry))]
     return sorted(found)
+
+
+def old_directories(root: str) -> list[str]:
+    """The old top-level directories that are still real directories (the move is pending while any is)."""
+    return [name for name in OLD_DIRECTORIES
+            if not os.path.islink(os.path.join(root, name)) and os.path.isdir(os.path.join(root, name))]
+
+
+def bytes_to_copy(root: str, separate: bool) -> int:
+    """What the move copies: nothing on one filesystem (hard links), every regular file's bytes onto another
+    (an upper bound: identical duplicates already in /usr are not copied)."""
+    if not separate:
+        return 0
+    total = 0
+    for name in old_directories(root):
+        for directory, _dirs, files in os.walk(os.path.join(root, name)):
+            for entry in files:
+                st = os.lstat(os.path.join(directory, entry))
+                if stat.S_ISREG(st.st_mode):
+                    total += st.st_size
+    return total
+
+
+def usr_available(root: str) -> int:
+    space = os.statvfs(os.path.join(root, "usr"))
+    return space.f_bavail * space.f_frsize
 
 
 def resolve_all(root: str, paths: t.Iterable[str]) -> dict[str, str]:
