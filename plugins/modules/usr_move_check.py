@@ -25,7 +25,7 @@ description:
   - O(stage=record) writes a manifest of every path below the old directories (C(/bin), C(/sbin), C(/lib*))
     with the sha256 of the bytes it resolves to. Nothing is written once the root is merged.
   - O(stage=verify) compares every recorded path with what it resolves to now, checks that the ELF interpreter
-    (C(PT_INTERP)) of every binary in C(/usr/bin) resolves, and asks the init system (systemd, OpenRC) for failed
+    (C(PT_INTERP)) of every binary in C(/usr/bin) and the O(compat_links) resolve, and asks the init system (systemd, OpenRC) for failed
     units. Any difference fails and names the paths.
 author:
   - immutable.root developers (@immutable-root)
@@ -65,6 +65,13 @@ options:
     description: With O(stage=verify), fail when the init system reports failed units.
     type: bool
     default: true
+  compat_links:
+    description:
+      - With O(stage=verify), the seed's compatibility paths that must resolve wherever their C(/usr) counterpart
+        exists (the shell and the program loaders).
+    type: list
+    elements: path
+    default: [/bin/sh, /lib64/ld-linux-x86-64.so.2, /lib/ld-linux.so.2]
 notes:
   - The preflight and the verification change nothing; O(stage=record) writes only O(manifest).
 seealso:
@@ -124,7 +131,7 @@ verification:
   returned: always
   type: dict
   sample: {checked_paths: 7123, differing: [], checked_binaries: 412, broken_interpreters: [],
-           init_system: systemd, system_state: running, failed_units: []}
+           init_system: systemd, system_state: running, failed_units: [], missing_links: []}
 actions:
   description: What was (or in check mode would be) written.
   returned: always
@@ -152,8 +159,8 @@ from ansible_collections.immutable.root.plugins.module_utils._usrmove.model impo
     STAGES, PreflightFacts, UsrMoveError, Verification,
 )
 from ansible_collections.immutable.root.plugins.module_utils._usrmove.observe import (
-    broken_interpreters, bytes_to_copy, init_state, inspect_initramfs, old_directories, old_paths, read_mounts,
-    resolve_all, root_and_usr, running_package_managers, usr_available, usr_is_separate,
+    broken_interpreters, bytes_to_copy, init_state, inspect_initramfs, missing_compat_links, old_directories,
+    old_paths, read_mounts, resolve_all, root_and_usr, running_package_managers, usr_available, usr_is_separate,
 )
 
 
@@ -218,12 +225,13 @@ def verify(module: AnsibleModule, runner: Runner, root: str, manifest: str, resu
     differing = manifest_differences(recorded, resolve_all(root, recorded))
     checked, broken = broken_interpreters(root)
     init_system, state, failed = init_state(runner, root)
+    missing = missing_compat_links(root, module.params["compat_links"])
     verification = Verification(len(recorded), tuple(differing), checked, broken, init_system, state,
-                                failed if module.params["failed_units"] else ())
+                                failed if module.params["failed_units"] else (), missing)
     result["recorded"] = len(recorded)
     result["verification"] = dict(checked_paths=len(recorded), differing=differing, checked_binaries=checked,
                                   broken_interpreters=list(broken), init_system=init_system, system_state=state,
-                                  failed_units=list(failed))
+                                  failed_units=list(failed), missing_links=list(missing))
     if verification.problems:
         raise UsrMoveError("verification failed: %s" % "; ".join(verification.problems), extra=result)
 
@@ -236,6 +244,8 @@ def main() -> None:
             initramfs=dict(type="path"),
             manifest=dict(type="path", default="/var/lib/gentoo-usr-move/manifest.json"),
             failed_units=dict(type="bool", default=True),
+            compat_links=dict(type="list", elements="path",
+                              default=["/bin/sh", "/lib64/ld-linux-x86-64.so.2", "/lib/ld-linux.so.2"]),
         ),
         supports_check_mode=True,
     )

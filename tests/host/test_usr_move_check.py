@@ -138,3 +138,15 @@ def test_separate_usr_needs_an_initramfs_that_mounts_it_and_room(ns: MountNamesp
           "echo 'HOOKS=(base udev usr block filesystems)' > {r}/etc/mkinitcpio.conf.d/usr.conf".format(r=root))
     rc, passed = run(ns, {"stage": "preflight", "root": root})
     assert rc == 0 and all(checks_of(passed).values()) and passed["initramfs"]["mounts_usr"]
+
+
+def test_compatibility_paths_must_resolve_where_usr_has_them(tmp_path: pathlib.Path) -> None:
+    from ansible_collections.immutable.root.plugins.module_utils._usrmove.observe import missing_compat_links
+
+    (tmp_path / "usr/bin").mkdir(parents=True)
+    (tmp_path / "usr/bin/sh").write_text("")
+    (tmp_path / "usr/lib64").mkdir()
+    links = ["/bin/sh", "/lib64/ld-linux-x86-64.so.2"]
+    assert missing_compat_links(str(tmp_path), links) == ("/bin/sh",)  # no loader in /usr: nothing to resolve
+    (tmp_path / "bin").symlink_to("usr/bin")
+    assert missing_compat_links(str(tmp_path), links) == ()

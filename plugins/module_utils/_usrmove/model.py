@@ -70,6 +70,7 @@ class Verification:
     init_system: str
     system_state: str | None
     failed_units: tuple[str, ...] = field(default=())
+    missing_links: tuple[str, ...] = field(default=())
 
     @property
     def problems(self) -> list[str]:
@@ -80,6 +81,9 @@ class Verification:
         if self.broken_interpreters:
             found.append("%d binaries in /usr/bin have an ELF interpreter that does not resolve: %s" % (
                 len(self.broken_interpreters), "; ".join(self.broken_interpreters[:20])))
+        if self.missing_links:
+            found.append("compatibility paths that do not resolve although their /usr counterpart does: %s" % ", ".join(
+                self.missing_links))
         if self.failed_units:
             found.append("%s reports failed units: %s" % (self.init_system, ", ".join(self.failed_units)))
         return found

@@ -241,6 +241,16 @@ def broken_interpreters(root: str) -> tuple[int, tuple[str, ...]]:
     return checked, tuple(broken)
 
 
+def missing_compat_links(root: str, links: t.Sequence[str]) -> tuple[str, ...]:
+    """The compatibility paths that do not resolve although their /usr counterpart does."""
+    missing = []
+    for link in links:
+        relative = link.lstrip("/")
+        if os.path.exists(resolve_in_root(root, "usr/" + relative)) and not os.path.exists(resolve_in_root(root, relative)):
+            missing.append(link)
+    return tuple(missing)
+
+
 def init_state(runner: Runner, root: str) -> tuple[str, str | None, tuple[str, ...]]:
     """(init system, its overall state, failed units or crashed services) of the running system."""
     if root != "/":
