@@ -113,8 +113,8 @@ def preflight_checks(facts: PreflightFacts) -> list[Check]:
         initramfs = facts.initramfs
         if initramfs is None or initramfs.generator is None:
             checks.append(Check("initramfs", False, "/usr is a separate filesystem (%s) but no initramfs generator "
-                                "(%s) was found to mount it before init" % (facts.usr_source, "dracut, genkernel, "
-                                                                             "initramfs-tools, mkinitcpio")))
+                                "(%s) was found to mount it before init" % (
+                                    facts.usr_source, "dracut, genkernel, initramfs-tools, mkinitcpio")))
         elif not initramfs.mounts_usr:
             checks.append(Check("initramfs", False, "/usr is a separate filesystem (%s) and must be mounted by the "
                                 "initramfs; checked %s (%s): %s" % (facts.usr_source, initramfs.generator,

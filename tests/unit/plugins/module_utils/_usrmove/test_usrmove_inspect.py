@@ -121,9 +121,8 @@ def test_each_check_fails_alone(change: dict, failing: list[str]) -> None:
 
 
 def test_refusal_names_every_failed_check_with_its_reason() -> None:
-    facts = dataclasses.replace(GOOD, initramfs=Initramfs("initramfs-tools", "/var/tmp/x.img", False,
-                                                           "its /init has no `mountfs /usr`: it never mounts /usr"),
-                                package_managers=("pacman: /var/lib/pacman/db.lck exists",))
+    missing = Initramfs("initramfs-tools", "/var/tmp/x.img", False, "its /init has no `mountfs /usr`: it never mounts /usr")
+    facts = dataclasses.replace(GOOD, initramfs=missing, package_managers=("pacman: /var/lib/pacman/db.lck exists",))
     message = refusal(preflight_checks(facts)) or ""
     assert message.startswith("preflight refused the /usr move, nothing was changed: ")
     assert ("initramfs: /usr is a separate filesystem (/dev/vda2) and must be mounted by the initramfs; checked "
