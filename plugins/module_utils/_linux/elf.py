@@ -30,3 +30,37 @@ def elf_architecture(header: bytes) -> str | None:
     is_64, big_endian = header[4] == 2, header[5] == 2
     (machine,) = struct.unpack(">H" if big_endian else "<H", header[18:20])
     return _BY_MACHINE.get((machine, is_64, big_endian))
+
+
+PT_INTERP = 3
+
+
+def elf_interpreter(data: bytes) -> str | None:
+    """The PT_INTERP path of the ELF file whose first bytes are data; None for a static or non-ELF file, or when
+    the program headers or the path lie beyond data."""
+    if len(data) < 52 or data[:4] != ELF_MAGIC or data[4] not in (1, 2) or data[5] not in (1, 2):
+        return None
+    is_64, order = data[4] == 2, ">" if data[5] == 2 else "<"
+    if is_64:
+        if len(data) < 64:
+            return None
+        phoff, = struct.unpack(order + "Q", data[32:40])
+        phentsize, phnum = struct.unpack(order + "HH", data[54:58])
+        layout = order + "IIQQQQ"  # p_type, p_flags, p_offset, p_vaddr, p_paddr, p_filesz
+    else:
+        phoff, = struct.unpack(order + "I", data[28:32])
+        phentsize, phnum = struct.unpack(order + "HH", data[42:46])
+        layout = order + "IIIII"  # p_type, p_offset, p_vaddr, p_paddr, p_filesz
+    size = struct.calcsize(layout)
+    for index in range(phnum):
+        start = phoff + index * phentsize
+        if phentsize < size or start + size > len(data):
+            return None
+        fields = struct.unpack(layout, data[start:start + size])
+        if fields[0] != PT_INTERP:
+            continue
+        offset, filesz = (fields[2], fields[5]) if is_64 else (fields[1], fields[4])
+        if offset + filesz > len(data):
+            return None
+        return data[offset:offset + filesz].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+    return None
