@@ -107,6 +107,16 @@ options:
     type: list
     elements: str
     default: ['@home', '@var@log', '@var@tmp', '@var@cache']
+  fill_commons:
+    description:
+      - With V(initialized), a common created by this run starts with a copy of what O(source) has at its
+        mount point (C(source/var/log) for C(@var@log)), so converting a running system loses none of its logs,
+        caches or homes. Needs O(source). Commons that already exist are never touched.
+      - The copy is made in a staging subvolume (C(commons/.partial-<name>)) that is renamed into place when
+        complete, with C(cp -a --one-file-system --reflink=auto).
+    type: bool
+    default: false
+    version_added: 0.2.0
   fstab_template:
     description:
       - With V(initialized), the content of the C(fstab) template on the top level; it should contain
@@ -341,6 +351,7 @@ def main() -> None:
             "keep": dict(type="int", default=4),
             "pinned": dict(type="list", elements="str", default=[]),
             "commons": dict(type="list", elements="str", default=list(DEFAULT_COMMONS)),
+            "fill_commons": dict(type="bool", default=False),
             "fstab_template": dict(type="str"),
             "root": dict(type="path", default="/"),
         },

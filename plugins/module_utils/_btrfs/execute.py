@@ -80,7 +80,29 @@ class Executor:
         fsync_directory(self.top)
 
     def _create_common(self, step: Step) -> None:
-        self.runner.run(["btrfs", "subvolume", "create", self.path(step.target)])
+        if step.source is None:
+            self.runner.run(["btrfs", "subvolume", "create", self.path(step.target)])
+            return
+        # Filled in a staging subvolume renamed into place: a common appears only complete, and a run killed
+        # half-way leaves a staging subvolume the rerun replaces, never a half-filled common it would skip.
+        destination = self.path(step.target)
+        staging = os.path.join(os.path.dirname(destination), STAGING_PREFIX + os.path.basename(destination))
+        if os.path.lexists(staging):
+            self.runner.run(["btrfs", "subvolume", "delete", staging])
+        self.runner.run(["btrfs", "subvolume", "create", staging])
+        origin = t.cast(str, step.source.path)
+        try:
+            # --reflink=auto: from a subvolume of the same filesystem the data is shared, not copied.
+            self.runner.run(["cp", "-a", "--one-file-system", "--reflink=auto", "--", origin.rstrip("/") + "/.",
+                             staging + "/"])
+        except CommandError as exc:
+            self.runner.run(["btrfs", "subvolume", "delete", staging], check=False)
+            raise CommandError("filling %s from %s failed, the partial copy was deleted: %s"
+                               % (step.target, origin, exc.msg), cmd=exc.cmd, rc=exc.rc, stdout=exc.stdout,
+                               stderr=exc.stderr)
+        _boundary("common_filled")
+        os.rename(staging, destination)
+        fsync_directory(os.path.dirname(destination))
 
     def _write_fstab_template(self, step: Step) -> None:
         if self.template is None:

@@ -213,6 +213,9 @@ class Request:
     fstab_template: str | None = None  # given content of top/fstab
     default_template: str | None = None  # written when top/fstab is missing and none is given
     root: str = "/"
+    # fill_commons: common name -> directory whose content a newly created common starts with (only those
+    # that exist as real directories below source; resolved by build_request, so the planner stays pure).
+    fill_sources: t.Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -99,11 +99,19 @@ def _switch_steps(request: Request, slots: t.Sequence[str]) -> list[Step]:
             Step("switch_current", CURRENT, current_target(request.links_name), names=(request.links_name,))]
 
 
+def _common_step(request: Request, common: str) -> Step:
+    """A new common subvolume, empty or (fill_commons) starting with what the source system has there."""
+    origin = request.fill_sources.get(common)
+    if origin is None:
+        return Step("create_common", "%s/%s" % (COMMONS, common), "subvolume")
+    return Step("create_common", "%s/%s" % (COMMONS, common), "subvolume filled from %s" % origin,
+                source=Source("copy", origin))
+
+
 def plan_initialized(request: Request, layout: Layout) -> Plan:
     steps = [Step("create_directory", directory) for directory in LAYOUT_DIRECTORIES
              if directory not in layout.directories]
-    steps += [Step("create_common", "%s/%s" % (COMMONS, common), "subvolume") for common in request.commons
-              if common not in layout.commons]
+    steps += [_common_step(request, common) for common in request.commons if common not in layout.commons]
     template = layout.template
     warnings = []
     if request.fstab_template is not None and PLACEHOLDER not in request.fstab_template:

@@ -197,6 +197,18 @@ def test_initialized_first_generation_name_and_source() -> None:
     assert "has no fstab template" in plan.warnings[0]
 
 
+def test_fill_commons_fills_only_new_commons_that_have_a_source() -> None:
+    fill = {"@home": "/src/home", "@var@log": "/src/var/log", "@srv": "/src/srv"}
+    plan = plan_generation(request("initialized", commons=DEFAULT_COMMONS + ("@srv",), fill_sources=fill), layout())
+    assert [(step.action, step.target, step.source) for step in plan.steps] == [
+        ("create_common", "commons/@srv", Source("copy", "/src/srv"))]
+    assert plan.steps[0].detail == "subvolume filled from /src/srv"
+    plan = plan_generation(request("initialized", default_template=TEMPLATE, fill_sources=fill), EMPTY)
+    commons = {step.target: step.source for step in plan.steps if step.action == "create_common"}
+    assert commons == {"commons/@home": Source("copy", "/src/home"), "commons/@var@log": Source("copy", "/src/var/log"),
+                       "commons/@var@tmp": None, "commons/@var@cache": None}
+
+
 def test_a_template_without_placeholder_is_written_with_a_warning() -> None:
     plan = plan_generation(request("initialized", fstab_template="UUID=u / btrfs ro 0 0\n"), layout())
     assert verbs(plan) == ["write_fstab_template"] and "does not contain CURRENT_SNAPSHOTS_PATH" in plan.warnings[0]
