@@ -117,6 +117,16 @@ options:
     type: bool
     default: false
     version_added: 0.2.0
+  tentative:
+    description:
+      - With V(current), record the switch as tentative - before C(current) is renamed, the file C(tentative) on
+        the top level is written (durably) with JSON C({"name", "previous", "next"}), the new generation and the
+        link directories before and after the switch. The boot steps of C(immutable.root.alpine_atomic_root)
+        point C(current) back at C(previous) first thing and forward at C(next) once the health checks pass.
+      - Only when the switch happens; needs a C(current) that resolves.
+    type: bool
+    default: false
+    version_added: 0.2.0
   fstab_template:
     description:
       - With V(initialized), the content of the C(fstab) template on the top level; it should contain
@@ -352,6 +362,7 @@ def main() -> None:
             "pinned": dict(type="list", elements="str", default=[]),
             "commons": dict(type="list", elements="str", default=list(DEFAULT_COMMONS)),
             "fill_commons": dict(type="bool", default=False),
+            "tentative": dict(type="bool", default=False),
             "fstab_template": dict(type="str"),
             "root": dict(type="path", default="/"),
         },

@@ -6,11 +6,13 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import typing as t
 
 from ansible_collections.immutable.root.plugins.module_utils._btrfs.model import (
     COMMONS, CURRENT, DELETION_STEPS, FSTAB, Generation, GenerationError, LAYOUT_DIRECTORIES, LINKS, Layout,
-    LinkDirectory, PLACEHOLDER, Plan, ROOT_SUBVOLUME, Request, SNAPSHOTS, Source, Step, parse_current_target,
+    LinkDirectory, PLACEHOLDER, Plan, ROOT_SUBVOLUME, Request, SNAPSHOTS, Source, Step, TENTATIVE,
+    parse_current_target,
 )
 from ansible_collections.immutable.root.plugins.module_utils._btrfs.render import current_target, render_fstab
 from ansible_collections.immutable.root.plugins.module_utils._core.errors import ParameterError
@@ -169,7 +171,15 @@ def plan_current(request: Request, layout: Layout) -> Plan:
     if links is not None and links.targets[:1] == (name,) and links.complete(existing, request.slots):
         return Plan(tuple(steps), tuple(warnings))
     slots = history_slots(name, layout.slots(), existing, request.slots)
-    return Plan(tuple(steps + _switch_steps(request, slots)), tuple(warnings))
+    switch = _switch_steps(request, slots)
+    if request.tentative:
+        if links is None:
+            raise ParameterError("tentative", "current does not resolve to a link directory in %s, so there is "
+                                 "nothing to fall back to; make a generation current without tentative first"
+                                 % layout.top)
+        record = json.dumps({"name": name, "previous": links.name, "next": request.links_name}, sort_keys=True)
+        switch.insert(1, Step("record_tentative", TENTATIVE, record, names=(name,)))
+    return Plan(tuple(steps + switch), tuple(warnings))
 
 
 def _protection(layout: Layout, root: str) -> dict[str, str]:

@@ -87,6 +87,8 @@ def validate_options(params: dict) -> dict:
     if len(set(commons)) != len(commons):
         raise ParameterError("commons", "lists a name twice: %s" % ", ".join(commons))
     checked["commons"] = commons
+    if params.get("tentative") and state != "current":
+        raise ParameterError("tentative", "is only used by state=current")
     if params.get("fill_commons"):
         if state != "initialized":
             raise ParameterError("fill_commons", "is only used by state=initialized")
@@ -133,4 +135,5 @@ def build_request(options: dict, layout: Layout, runner: Runner, top: str, top_m
     return Request(state=options["state"], name=name, new_name=new_name, links_name=links_name,
                    origin=options["from"], source=source, slots=options["slots"], keep=options["keep"],
                    pinned=options["pinned"], commons=options["commons"], fstab_template=options["fstab_template"],
-                   default_template=template, root=options["root"], fill_sources=fill_sources(options))
+                   default_template=template, root=options["root"], fill_sources=fill_sources(options),
+                   tentative=bool(options.get("tentative")))

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import itertools
 import typing as t
 
@@ -96,6 +97,15 @@ def test_current_truth_table(case: str, name: str, the_layout: Layout, expected:
 def test_current_with_another_slot_count_rewrites_the_links() -> None:
     plan = plan_generation(request("current", "C", slots=2), layout())
     assert verbs(plan) == ["write_links", "switch_current"] and plan.steps[0].names == ("C", "B")
+
+
+def test_a_tentative_switch_records_where_to_fall_back_before_the_switch() -> None:
+    plan = plan_generation(request("current", "B", tentative=True), layout())
+    assert verbs(plan) == ["write_links", "record_tentative", "switch_current"]
+    assert json.loads(plan.steps[1].detail) == {"name": "B", "previous": "CUR", "next": "LNK"}
+    assert plan.steps[1].target == "tentative"
+    assert verbs(plan_generation(request("current", "C", tentative=True), layout())) == [], "already current"
+    assert refusal("current", layout(slots=()), name="B", tentative=True).startswith("tentative: current does not")
 
 
 def test_current_refusals() -> None:

@@ -46,6 +46,7 @@ REFUSALS = [
     (dict(pinned=["ok", "../x"]), "pinned: must be a single name"),
     (dict(commons=["@home", "var"]), "commons: each entry must look like @home"),
     (dict(commons=["@home", "@home"]), "commons: lists a name twice"),
+    (dict(tentative=True), "tentative: is only used by state=current"),
     (dict(fill_commons=True), "fill_commons: is only used by state=initialized"),
     (dict(state="initialized", fill_commons=True), "fill_commons: needs source"),
 ]
