@@ -102,6 +102,14 @@ options:
     type: list
     elements: str
     default: []
+  unhealthy:
+    description:
+      - With V(pruned), generations that failed their trial boot. They do not count among the O(keep) newest, so
+        a failed upgrade does not push a good generation out; they are still kept when booted, linked or pinned.
+    type: list
+    elements: str
+    default: []
+    version_added: 0.2.0
   commons:
     description: With V(initialized), the shared subvolumes under C(commons/). Existing ones are never removed.
     type: list
@@ -360,6 +368,7 @@ def main() -> None:
             "slots": dict(type="int", default=4),
             "keep": dict(type="int", default=4),
             "pinned": dict(type="list", elements="str", default=[]),
+            "unhealthy": dict(type="list", elements="str", default=[]),
             "commons": dict(type="list", elements="str", default=list(DEFAULT_COMMONS)),
             "fill_commons": dict(type="bool", default=False),
             "tentative": dict(type="bool", default=False),

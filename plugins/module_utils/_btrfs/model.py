@@ -220,6 +220,7 @@ class Request:
     # that exist as real directories below source; resolved by build_request, so the planner stays pure).
     fill_sources: t.Mapping[str, str] = field(default_factory=dict)
     tentative: bool = False
+    unhealthy: tuple[str, ...] = ()  # pruned: failed their trial, not counted among the `keep` newest
 
 
 @dataclass(frozen=True)

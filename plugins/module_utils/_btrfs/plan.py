@@ -237,7 +237,8 @@ def plan_absent(request: Request, layout: Layout) -> Plan:
 def retained(request: Request, layout: Layout) -> dict[str, str]:
     """Generations state=pruned keeps, with the first reason for each."""
     keep: dict[str, str] = {}
-    for generation in layout.generations[-request.keep:]:
+    healthy = [generation for generation in layout.generations if generation.name not in request.unhealthy]
+    for generation in healthy[-request.keep:]:
         keep[generation.name] = "one of the %d newest" % request.keep
     for name, reason in _protection(layout, request.root).items():
         keep.setdefault(name, reason)

@@ -83,6 +83,7 @@ def validate_options(params: dict) -> dict:
     if params["keep"] < 1:
         raise ParameterError("keep", "must be at least 1, got %d" % params["keep"])
     checked["pinned"] = tuple(validate_name("pinned", name) for name in params["pinned"])
+    checked["unhealthy"] = tuple(validate_name("unhealthy", name) for name in params.get("unhealthy") or ())
     commons = tuple(validate_common("commons", common) for common in params["commons"])
     if len(set(commons)) != len(commons):
         raise ParameterError("commons", "lists a name twice: %s" % ", ".join(commons))
@@ -136,4 +137,4 @@ def build_request(options: dict, layout: Layout, runner: Runner, top: str, top_m
                    origin=options["from"], source=source, slots=options["slots"], keep=options["keep"],
                    pinned=options["pinned"], commons=options["commons"], fstab_template=options["fstab_template"],
                    default_template=template, root=options["root"], fill_sources=fill_sources(options),
-                   tentative=bool(options.get("tentative")))
+                   tentative=bool(options.get("tentative")), unhealthy=options.get("unhealthy", ()))

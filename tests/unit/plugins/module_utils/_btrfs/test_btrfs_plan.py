@@ -296,6 +296,17 @@ def test_prune_keeps_newest_reachable_booted_mounted_and_pinned() -> None:
     assert plan.warnings == ("pinned generation missing does not exist",)
 
 
+def test_prune_does_not_count_unhealthy_generations_among_the_newest() -> None:
+    the_layout = layout(("A", "B", "C", "D"), slots=("B", "A", "A", "A"), booted="B")
+    plan = plan_generation(request("pruned", keep=1), the_layout)
+    assert [step.target for step in plan.steps if step.action == "delete_generation"] == ["snapshots/C/@"]
+    plan = plan_generation(request("pruned", keep=1, unhealthy=("D",)), the_layout)
+    assert [step.target for step in plan.steps if step.action == "delete_generation"] == ["snapshots/D/@"]
+    plan = plan_generation(request("pruned", keep=1, unhealthy=("D", "B")), the_layout)
+    assert [step.target for step in plan.steps if step.action == "delete_generation"] == ["snapshots/D/@"], \
+        "C is then the newest healthy one, B stays as booted"
+
+
 def test_prune_deletes_oldest_first_in_one_call_and_cleans_leftovers() -> None:
     the_layout = layout(NAMES, slots=("F", "E", "D", "C"), strays=(
         Stray("staging", "snapshots/.partial-X", "copy", 300), Stray("empty_directory", "snapshots/Y"),
