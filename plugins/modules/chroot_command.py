@@ -142,6 +142,8 @@ actions:
   elements: dict
 """
 
+import typing as t
+
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.immutable.root.plugins.module_utils._chroot.execute import prepared_root, run_in_chroot
@@ -175,7 +177,7 @@ def main() -> None:
     )
     params = module.params
     argv = ["/bin/sh", "-c", params["command"]] if params["command"] is not None else list(params["argv"])
-    result = dict(changed=False, rc=None, stdout="", stderr="", cmd=argv, mounts=[], actions=[])
+    result: dict[str, t.Any] = dict(changed=False, rc=None, stdout="", stderr="", cmd=argv, mounts=[], actions=[])
     runner = Runner(module)
     try:
         if params["device"] is not None:
