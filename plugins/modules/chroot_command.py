@@ -207,7 +207,7 @@ def main() -> None:
     except (ImmutableRootError, OSError) as exc:
         module.fail_json(**dict(result, **failure(exc)))
     if result["rc"] != 0:
-        module.fail_json(msg="the command exited %d in the chroot (every mount was undone): %s"
+        module.fail_json(msg="the command exited %s in the chroot (every mount was undone): %s"
                          % (result["rc"], (result["stderr"] or result["stdout"]).strip()[-500:]), **result)
     module.exit_json(**result)
 
