@@ -3,9 +3,11 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """immutability_facts: the btrfs_generation layout as facts, from a Layout read by _btrfs_observe.
 
-Tentative upgrades (issue 11) keep their state in small files at the btrfs top level. Their format is not
-settled yet, so every small regular file there that is not part of btrfs_generation's own layout is reported
-under `state_files`, and the well-known names below are interpreted when present.
+Tentative upgrades (alpine_atomic_root) keep their state in small JSON files at the btrfs top level:
+`tentative` {"name", "previous", "next"} from the switch until the generation is kept or given up; `trial`
+{"name", "started"} while its trial boot runs (current then points back at "previous"); `blessed` {"name", "at"}
+once its health checks passed; `failed` {"name", "at", "reason"} when it did not. Every small regular file there
+that is not part of btrfs_generation's own layout is also reported under `state_files`.
 """
 
 from __future__ import annotations
@@ -21,12 +23,13 @@ STATE_FILE_MAX = 4096
 TENTATIVE_FILES = ("tentative", "trial")
 BLESSED_FILES = ("blessed", "good")
 PINNED_FILES = ("pinned",)
+FAILED_FILES = ("failed",)
 _OWN_NAMES = frozenset(LAYOUT_DIRECTORIES + (CURRENT, FSTAB))
 
 
 def absent() -> dict[str, t.Any]:
     return {"layout_found": False, "top": None, "current": None, "booted": None, "slots": [], "generations": [],
-            "pinned": [], "tentative": None, "blessed": None, "state_files": {}}
+            "pinned": [], "tentative": None, "blessed": None, "failed": None, "state_files": {}}
 
 
 def is_state_file_name(name: str) -> bool:
@@ -65,7 +68,8 @@ def generation_facts(layout: Layout, state_files: t.Mapping[str, str], top_descr
     current = layout.current_name()
     tentative = tentative_names[0] if tentative_names else None
     if tentative is not None:
-        blessed: bool | None = False if tentative == current else True
+        # Pending or on trial: the boot steps remove `tentative` once the generation is kept or given up.
+        blessed: bool | None = False
     elif blessed_names is not None:
         blessed = current in blessed_names
     else:
@@ -81,5 +85,21 @@ def generation_facts(layout: Layout, state_files: t.Mapping[str, str], top_descr
         "pinned": pinned,
         "tentative": tentative,
         "blessed": blessed,
+        "failed": _failure(state_files),
         "state_files": dict(state_files),
     }
+
+
+def _failure(state_files: t.Mapping[str, str]) -> dict[str, t.Any] | None:
+    """The generation that last failed its trial and why: {"name", "reason", "at"} (missing keys are null)."""
+    for name in FAILED_FILES:
+        if name in state_files:
+            try:
+                data = json.loads(state_files[name])
+            except ValueError:
+                data = None
+            if isinstance(data, dict):
+                return {"name": data.get("name"), "reason": data.get("reason"), "at": data.get("at")}
+            names = _names_in(state_files[name])
+            return {"name": names[0] if names else None, "reason": None, "at": None}
+    return None

@@ -102,11 +102,39 @@ options:
     type: list
     elements: str
     default: []
+  unhealthy:
+    description:
+      - With V(pruned), generations that failed their trial boot. They do not count among the O(keep) newest, so
+        a failed upgrade does not push a good generation out; they are still kept when booted, linked or pinned.
+    type: list
+    elements: str
+    default: []
+    version_added: 0.2.0
   commons:
     description: With V(initialized), the shared subvolumes under C(commons/). Existing ones are never removed.
     type: list
     elements: str
     default: ['@home', '@var@log', '@var@tmp', '@var@cache']
+  fill_commons:
+    description:
+      - With V(initialized), a common created by this run starts with a copy of what O(source) has at its
+        mount point (C(source/var/log) for C(@var@log)), so converting a running system loses none of its logs,
+        caches or homes. Needs O(source). Commons that already exist are never touched.
+      - The copy is made in a staging subvolume (C(commons/.partial-<name>)) that is renamed into place when
+        complete, with C(cp -a --one-file-system --reflink=auto).
+    type: bool
+    default: false
+    version_added: 0.2.0
+  tentative:
+    description:
+      - With V(current), record the switch as tentative - before C(current) is renamed, the file C(tentative) on
+        the top level is written (durably) with JSON C({"name", "previous", "next"}), the new generation and the
+        link directories before and after the switch. The boot steps of C(immutable.root.alpine_atomic_root)
+        point C(current) back at C(previous) first thing and forward at C(next) once the health checks pass.
+      - Only when the switch happens; needs a C(current) that resolves.
+    type: bool
+    default: false
+    version_added: 0.2.0
   fstab_template:
     description:
       - With V(initialized), the content of the C(fstab) template on the top level; it should contain
@@ -340,7 +368,10 @@ def main() -> None:
             "slots": dict(type="int", default=4),
             "keep": dict(type="int", default=4),
             "pinned": dict(type="list", elements="str", default=[]),
+            "unhealthy": dict(type="list", elements="str", default=[]),
             "commons": dict(type="list", elements="str", default=list(DEFAULT_COMMONS)),
+            "fill_commons": dict(type="bool", default=False),
+            "tentative": dict(type="bool", default=False),
             "fstab_template": dict(type="str"),
             "root": dict(type="path", default="/"),
         },

@@ -181,12 +181,17 @@ ansible_facts:
             tentative:
               description:
                 - The generation on trial, from the top-level state file C(tentative) (or C(trial)) - a name, or
-                  JSON with C(name). Provisional - the tentative-upgrade format is still being settled.
+                  JSON with C(name) (C(alpine_atomic_root) writes C({"name", "previous", "next"})).
               type: str
             blessed:
-              description: V(false) while C(current) is the tentative generation, V(true) once it is not (or is
-                listed in C(blessed)), V(null) when there is no tentative-upgrade state.
+              description: V(false) while a generation is tentative (switched to, or on its trial boot), else
+                whether C(current) is the one C(blessed) names; V(null) when there is no tentative-upgrade state.
               type: bool
+            failed:
+              description: The generation that last failed its trial, from the top-level file C(failed) - C(name),
+                C(reason) (which health check failed and its output, or a trial boot that never reached the checks),
+                C(at); V(null) when none did.
+              type: dict
             state_files:
               description: Every other small (4 KiB at most) regular file at the top level, name to content.
               type: dict

@@ -112,6 +112,61 @@ def test_initialize_from_mmdebstrap_minbase_root(pool: Pool) -> None:
         disk.discard()
 
 
+def test_fill_commons_carries_the_running_systems_data_into_the_commons(pool: Pool, tmp_path: pathlib.Path) -> None:
+    """Converting a running system loses nothing: each new common starts with what the source has there."""
+    disk = Disk.create(pool, "1G", "fill")
+    try:
+        top = disk.mount()
+        run(["btrfs", "subvolume", "create", top + "/@"])
+        root = pathlib.Path(top, "@")
+        (root / "etc").mkdir()
+        (root / "home/user").mkdir(parents=True)
+        (root / "home/user/notes").write_text("kept\n")
+        os.chown(root / "home/user/notes", 1000, 1000)
+        os.chmod(root / "home/user", 0o700)
+        (root / "var/log/apt").mkdir(parents=True)
+        (root / "var/log/apt/history.log").write_text("Start-Date: 2026\n")
+        args = {"top": top, "state": "initialized", "source": str(root), "name": "first", "fill_commons": True,
+                "commons": ["@home", "@var@log", "@srv"]}
+        steps = four_step(None, M, args)
+        details = {action["target"]: action["detail"] for action in steps.apply["actions"]
+                   if action["action"] == "create_common"}
+        assert details == {"commons/@home": "subvolume filled from %s/home" % root,
+                           "commons/@var@log": "subvolume filled from %s/var/log" % root,
+                           "commons/@srv": "subvolume"}
+        assert [a["detail"] for a in steps.check["actions"] if a["action"] == "create_common"] == list(details.values())
+        assert (pathlib.Path(top, "commons/@home/user/notes").read_text() == "kept\n")
+        notes = os.lstat(pathlib.Path(top, "commons/@home/user/notes"))
+        assert (notes.st_uid, notes.st_gid) == (1000, 1000)
+        assert os.lstat(pathlib.Path(top, "commons/@home/user")).st_mode & 0o777 == 0o700
+        assert pathlib.Path(top, "commons/@var@log/apt/history.log").read_text() == "Start-Date: 2026\n"
+        assert os.listdir(pathlib.Path(top, "commons/@srv")) == []
+        assert not [name for name in os.listdir(top + "/commons") if name.startswith(".partial-")]
+        assert set(subvolumes(top)) >= {"commons/@home", "commons/@var@log", "commons/@srv"}
+        # A common that exists is never refilled or touched, even when the source changed since.
+        (root / "home/user/later").write_text("x")
+        assert not ok(args)["changed"] and not pathlib.Path(top, "commons/@home/user/later").exists()
+    finally:
+        disk.discard()
+
+
+def test_fill_commons_replaces_a_staging_copy_left_by_a_killed_run(pool: Pool) -> None:
+    disk = Disk.create(pool, "1G", "fill-killed")
+    try:
+        top = disk.mount()
+        run(["btrfs", "subvolume", "create", top + "/@"])
+        pathlib.Path(top, "@/home").mkdir()
+        pathlib.Path(top, "@/home/file").write_text("whole\n")
+        os.mkdir(top + "/commons")
+        run(["btrfs", "subvolume", "create", top + "/commons/.partial-@home"])
+        pathlib.Path(top, "commons/.partial-@home/half").write_text("")
+        ok({"top": top, "state": "initialized", "source": top + "/@", "fill_commons": True, "commons": ["@home"]})
+        assert sorted(os.listdir(top + "/commons/@home")) == ["file"]
+        assert os.listdir(top + "/commons") == ["@home"]
+    finally:
+        disk.discard()
+
+
 def test_a_subvolume_source_is_snapshotted(pool: Pool, tmp_path: pathlib.Path) -> None:
     """Converting an installed system: its root subvolume @ is snapshotted, not copied."""
     disk = Disk.create(pool, "1G", "convert")

@@ -12,7 +12,7 @@ import typing as t
 
 from ansible_collections.immutable.root.plugins.module_utils._btrfs.model import (
     CURRENT, DELETION_STEPS, FSTAB, GenerationError, LINKS, NEXT, ROOT_SUBVOLUME, SNAPSHOTS, STAGING_PREFIX, Step,
-    TEMPORARY_LINK_PREFIX, parse_current_target, parse_slot_target,
+    TENTATIVE, TEMPORARY_LINK_PREFIX, parse_current_target, parse_slot_target,
 )
 from ansible_collections.immutable.root.plugins.module_utils._btrfs.parse import mounted_subvolumes
 from ansible_collections.immutable.root.plugins.module_utils._btrfs.render import current_target, render_fstab, slot_target
@@ -50,6 +50,7 @@ class Executor:
             "inject_fstab": self._inject_fstab,
             "write_links": self._write_links,
             "switch_current": self._switch_current,
+            "record_tentative": self._record_tentative,
             "remove_links": self._remove_links,
             "remove_stray": self._remove_stray,
             "sync_deletions": self._sync_deletions,
@@ -80,7 +81,29 @@ class Executor:
         fsync_directory(self.top)
 
     def _create_common(self, step: Step) -> None:
-        self.runner.run(["btrfs", "subvolume", "create", self.path(step.target)])
+        if step.source is None:
+            self.runner.run(["btrfs", "subvolume", "create", self.path(step.target)])
+            return
+        # Filled in a staging subvolume renamed into place: a common appears only complete, and a run killed
+        # half-way leaves a staging subvolume the rerun replaces, never a half-filled common it would skip.
+        destination = self.path(step.target)
+        staging = os.path.join(os.path.dirname(destination), STAGING_PREFIX + os.path.basename(destination))
+        if os.path.lexists(staging):
+            self.runner.run(["btrfs", "subvolume", "delete", staging])
+        self.runner.run(["btrfs", "subvolume", "create", staging])
+        origin = t.cast(str, step.source.path)
+        try:
+            # --reflink=auto: from a subvolume of the same filesystem the data is shared, not copied.
+            self.runner.run(["cp", "-a", "--one-file-system", "--reflink=auto", "--", origin.rstrip("/") + "/.",
+                             staging + "/"])
+        except CommandError as exc:
+            self.runner.run(["btrfs", "subvolume", "delete", staging], check=False)
+            raise CommandError("filling %s from %s failed, the partial copy was deleted: %s"
+                               % (step.target, origin, exc.msg), cmd=exc.cmd, rc=exc.rc, stdout=exc.stdout,
+                               stderr=exc.stderr)
+        _boundary("common_filled")
+        os.rename(staging, destination)
+        fsync_directory(os.path.dirname(destination))
 
     def _write_fstab_template(self, step: Step) -> None:
         if self.template is None:
@@ -171,6 +194,10 @@ class Executor:
             os.symlink(slot_target(name), os.path.join(directory, str(number)))
         fsync_directory(directory)
         fsync_directory(self.path(LINKS))
+
+    def _record_tentative(self, step: Step) -> None:
+        # Durable before the switch: a boot of the new generation must always find what to fall back to.
+        durable_replace(self.path(TENTATIVE), (step.detail + "\n").encode("utf-8"), 0o644)
 
     def _switch_current(self, step: Step) -> None:
         links = step.names[0]

@@ -18,6 +18,9 @@ NEXT = "next"
 COMMONS = "commons"
 CURRENT = "current"
 FSTAB = "fstab"
+# A tentative switch (alpine_atomic_root): JSON {"name", "previous", "next"}, read by the generation's boot steps
+# and by immutability_facts (_facts_generations.TENTATIVE_FILES).
+TENTATIVE = "tentative"
 ROOT_SUBVOLUME = "@"
 LAYOUT_DIRECTORIES = (SNAPSHOTS, LINKS, NEXT, COMMONS)
 PLACEHOLDER = "CURRENT_SNAPSHOTS_PATH"
@@ -213,6 +216,11 @@ class Request:
     fstab_template: str | None = None  # given content of top/fstab
     default_template: str | None = None  # written when top/fstab is missing and none is given
     root: str = "/"
+    # fill_commons: common name -> directory whose content a newly created common starts with (only those
+    # that exist as real directories below source; resolved by build_request, so the planner stays pure).
+    fill_sources: t.Mapping[str, str] = field(default_factory=dict)
+    tentative: bool = False
+    unhealthy: tuple[str, ...] = ()  # pruned: failed their trial, not counted among the `keep` newest
 
 
 @dataclass(frozen=True)

@@ -6,11 +6,13 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import typing as t
 
 from ansible_collections.immutable.root.plugins.module_utils._btrfs.model import (
     COMMONS, CURRENT, DELETION_STEPS, FSTAB, Generation, GenerationError, LAYOUT_DIRECTORIES, LINKS, Layout,
-    LinkDirectory, PLACEHOLDER, Plan, ROOT_SUBVOLUME, Request, SNAPSHOTS, Source, Step, parse_current_target,
+    LinkDirectory, PLACEHOLDER, Plan, ROOT_SUBVOLUME, Request, SNAPSHOTS, Source, Step, TENTATIVE,
+    parse_current_target,
 )
 from ansible_collections.immutable.root.plugins.module_utils._btrfs.render import current_target, render_fstab
 from ansible_collections.immutable.root.plugins.module_utils._core.errors import ParameterError
@@ -112,11 +114,19 @@ def _switch_steps(request: Request, slots: t.Sequence[str]) -> list[Step]:
             Step("switch_current", CURRENT, current_target(request.links_name), names=(request.links_name,))]
 
 
+def _common_step(request: Request, common: str) -> Step:
+    """A new common subvolume, empty or (fill_commons) starting with what the source system has there."""
+    origin = request.fill_sources.get(common)
+    if origin is None:
+        return Step("create_common", "%s/%s" % (COMMONS, common), "subvolume")
+    return Step("create_common", "%s/%s" % (COMMONS, common), "subvolume filled from %s" % origin,
+                source=Source("copy", origin))
+
+
 def plan_initialized(request: Request, layout: Layout) -> Plan:
     steps = [Step("create_directory", directory) for directory in LAYOUT_DIRECTORIES
              if directory not in layout.directories]
-    steps += [Step("create_common", "%s/%s" % (COMMONS, common), "subvolume") for common in request.commons
-              if common not in layout.commons]
+    steps += [_common_step(request, common) for common in request.commons if common not in layout.commons]
     template = layout.template
     warnings = []
     if request.fstab_template is not None and PLACEHOLDER not in request.fstab_template:
@@ -175,7 +185,15 @@ def plan_current(request: Request, layout: Layout) -> Plan:
         return Plan(tuple(steps), tuple(warnings))
     _refuse_uninjected(layout, name, layout.template, steps)
     slots = history_slots(name, layout.slots(), existing, request.slots)
-    return Plan(tuple(steps + _switch_steps(request, slots)), tuple(warnings))
+    switch = _switch_steps(request, slots)
+    if request.tentative:
+        if links is None:
+            raise ParameterError("tentative", "current does not resolve to a link directory in %s, so there is "
+                                 "nothing to fall back to; make a generation current without tentative first"
+                                 % layout.top)
+        record = json.dumps({"name": name, "previous": links.name, "next": request.links_name}, sort_keys=True)
+        switch.insert(1, Step("record_tentative", TENTATIVE, record, names=(name,)))
+    return Plan(tuple(steps + switch), tuple(warnings))
 
 
 def _protection(layout: Layout, root: str) -> dict[str, str]:
@@ -233,7 +251,8 @@ def plan_absent(request: Request, layout: Layout) -> Plan:
 def retained(request: Request, layout: Layout) -> dict[str, str]:
     """Generations state=pruned keeps, with the first reason for each."""
     keep: dict[str, str] = {}
-    for generation in layout.generations[-request.keep:]:
+    healthy = [generation for generation in layout.generations if generation.name not in request.unhealthy]
+    for generation in healthy[-request.keep:]:
         keep[generation.name] = "one of the %d newest" % request.keep
     for name, reason in _protection(layout, request.root).items():
         keep.setdefault(name, reason)

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import string
@@ -82,11 +83,32 @@ def validate_options(params: dict) -> dict:
     if params["keep"] < 1:
         raise ParameterError("keep", "must be at least 1, got %d" % params["keep"])
     checked["pinned"] = tuple(validate_name("pinned", name) for name in params["pinned"])
+    checked["unhealthy"] = tuple(validate_name("unhealthy", name) for name in params.get("unhealthy") or ())
     commons = tuple(validate_common("commons", common) for common in params["commons"])
     if len(set(commons)) != len(commons):
         raise ParameterError("commons", "lists a name twice: %s" % ", ".join(commons))
     checked["commons"] = commons
+    if params.get("tentative") and state != "current":
+        raise ParameterError("tentative", "is only used by state=current")
+    if params.get("fill_commons"):
+        if state != "initialized":
+            raise ParameterError("fill_commons", "is only used by state=initialized")
+        if params["source"] is None:
+            raise ParameterError("fill_commons", "needs source: the commons are filled from the same places "
+                                 "below source (source/var/log for @var@log)")
     return checked
+
+
+def fill_sources(options: dict) -> dict[str, str]:
+    """For fill_commons: each common's directory below source, when it is a real directory (no symlink)."""
+    if not options.get("fill_commons") or options["source"] is None:
+        return {}
+    found = {}
+    for common in options["commons"]:
+        path = os.path.normpath(options["source"].rstrip("/") + common_mountpoint(common))
+        if os.path.isdir(path) and not os.path.islink(path):
+            found[common] = path
+    return found
 
 
 def fresh_stamp(taken: t.Collection[str]) -> str:
@@ -114,4 +136,5 @@ def build_request(options: dict, layout: Layout, runner: Runner, top: str, top_m
     return Request(state=options["state"], name=name, new_name=new_name, links_name=links_name,
                    origin=options["from"], source=source, slots=options["slots"], keep=options["keep"],
                    pinned=options["pinned"], commons=options["commons"], fstab_template=options["fstab_template"],
-                   default_template=template, root=options["root"])
+                   default_template=template, root=options["root"], fill_sources=fill_sources(options),
+                   tentative=bool(options.get("tentative")), unhealthy=options.get("unhealthy", ()))

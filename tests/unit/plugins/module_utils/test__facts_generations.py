@@ -32,9 +32,11 @@ def test_layout_found_current_booted_slots() -> None:
 
 
 @pytest.mark.parametrize("files,tentative,blessed", [
-    ({"tentative": "B\n"}, "B", False),  # current is on trial
-    ({"tentative": '{"name": "A", "since": "2026-01-02"}'}, "A", True),  # the trial is over, current moved on
+    ({"tentative": "B\n"}, "B", False),  # switched, not booted yet
+    ({"tentative": '{"name": "B", "previous": "L1", "next": "L2"}', "trial": '{"name": "B"}'}, "B", False),
+    ({"tentative": '{"name": "A", "since": "2026-01-02"}'}, "A", False),  # still pending, whatever current is
     ({"trial": '"B"'}, "B", False),
+    ({"blessed": '{"name": "B", "at": "2026-01-02T00:00:00Z"}'}, None, True),
     ({"blessed": "B\n"}, None, True),
     ({"blessed": '["A"]'}, None, False),
     ({"tentative": "", "other": "x"}, None, None),
@@ -43,6 +45,14 @@ def test_tentative_state_files(files: dict, tentative: t.Optional[str], blessed:
     facts = generation_facts(layout(), files, "top")
     assert (facts["tentative"], facts["blessed"]) == (tentative, blessed)
     assert facts["state_files"] == files
+
+
+def test_failed_says_which_generation_failed_and_why() -> None:
+    facts = generation_facts(layout(), {"failed": '{"name": "C", "reason": "health check \'false\' exited 1: ",'
+                                                  ' "at": "2026-01-03T00:00:00Z"}'}, "top")
+    assert facts["failed"] == {"name": "C", "reason": "health check 'false' exited 1: ", "at": "2026-01-03T00:00:00Z"}
+    assert generation_facts(layout(), {"failed": "C\n"}, "top")["failed"] == {"name": "C", "reason": None, "at": None}
+    assert generation_facts(layout(), {}, "top")["failed"] is None and absent()["failed"] is None
 
 
 def test_pinned_file_marks_generations() -> None:

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import itertools
 import typing as t
 
@@ -107,6 +108,15 @@ def test_current_with_another_slot_count_rewrites_the_links() -> None:
     assert verbs(plan) == ["write_links", "switch_current"] and plan.steps[0].names == ("C", "B")
 
 
+def test_a_tentative_switch_records_where_to_fall_back_before_the_switch() -> None:
+    plan = plan_generation(request("current", "B", tentative=True), layout())
+    assert verbs(plan) == ["write_links", "record_tentative", "switch_current"]
+    assert json.loads(plan.steps[1].detail) == {"name": "B", "previous": "CUR", "next": "LNK"}
+    assert plan.steps[1].target == "tentative"
+    assert verbs(plan_generation(request("current", "C", tentative=True), layout())) == [], "already current"
+    assert refusal("current", layout(slots=()), name="B", tentative=True).startswith("tentative: current does not")
+
+
 def test_current_refusals() -> None:
     assert refusal("current", layout(), name="nope").startswith("name: generation nope does not exist")
     assert "not ./links/<name>" in refusal("current", layout(current_text="/links/CUR"), name="A")
@@ -206,6 +216,18 @@ def test_initialized_first_generation_name_and_source() -> None:
     assert "has no fstab template" in plan.warnings[0]
 
 
+def test_fill_commons_fills_only_new_commons_that_have_a_source() -> None:
+    fill = {"@home": "/src/home", "@var@log": "/src/var/log", "@srv": "/src/srv"}
+    plan = plan_generation(request("initialized", commons=DEFAULT_COMMONS + ("@srv",), fill_sources=fill), layout())
+    assert [(step.action, step.target, step.source) for step in plan.steps] == [
+        ("create_common", "commons/@srv", Source("copy", "/src/srv"))]
+    assert plan.steps[0].detail == "subvolume filled from /src/srv"
+    plan = plan_generation(request("initialized", default_template=TEMPLATE, fill_sources=fill), EMPTY)
+    commons = {step.target: step.source for step in plan.steps if step.action == "create_common"}
+    assert commons == {"commons/@home": Source("copy", "/src/home"), "commons/@var@log": Source("copy", "/src/var/log"),
+                       "commons/@var@tmp": None, "commons/@var@cache": None}
+
+
 def test_a_template_without_placeholder_is_written_with_a_warning() -> None:
     plan = plan_generation(request("initialized", fstab_template="UUID=u / btrfs ro 0 0\n"), layout())
     assert verbs(plan) == ["write_fstab_template"] and "does not contain CURRENT_SNAPSHOTS_PATH" in plan.warnings[0]
@@ -281,6 +303,17 @@ def test_prune_keeps_newest_reachable_booted_mounted_and_pinned() -> None:
         "current first", "A": "it is the booted generation (subvolume id 258 is mounted on /)",
         "B": "it is mounted (subvolume id 259); unmount it first", "C": "pinned"}
     assert plan.warnings == ("pinned generation missing does not exist",)
+
+
+def test_prune_does_not_count_unhealthy_generations_among_the_newest() -> None:
+    the_layout = layout(("A", "B", "C", "D"), slots=("B", "A", "A", "A"), booted="B")
+    plan = plan_generation(request("pruned", keep=1), the_layout)
+    assert [step.target for step in plan.steps if step.action == "delete_generation"] == ["snapshots/C/@"]
+    plan = plan_generation(request("pruned", keep=1, unhealthy=("D",)), the_layout)
+    assert [step.target for step in plan.steps if step.action == "delete_generation"] == ["snapshots/D/@"]
+    plan = plan_generation(request("pruned", keep=1, unhealthy=("D", "B")), the_layout)
+    assert [step.target for step in plan.steps if step.action == "delete_generation"] == ["snapshots/D/@"], \
+        "C is then the newest healthy one, B stays as booted"
 
 
 def test_prune_deletes_oldest_first_in_one_call_and_cleans_leftovers() -> None:

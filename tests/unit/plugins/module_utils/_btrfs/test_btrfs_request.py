@@ -46,6 +46,9 @@ REFUSALS = [
     (dict(pinned=["ok", "../x"]), "pinned: must be a single name"),
     (dict(commons=["@home", "var"]), "commons: each entry must look like @home"),
     (dict(commons=["@home", "@home"]), "commons: lists a name twice"),
+    (dict(tentative=True), "tentative: is only used by state=current"),
+    (dict(fill_commons=True), "fill_commons: is only used by state=initialized"),
+    (dict(state="initialized", fill_commons=True), "fill_commons: needs source"),
 ]
 
 
@@ -80,3 +83,12 @@ def test_fresh_stamps_avoid_taken_names(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setattr(request.random, "SystemRandom", Replayed)
     monkeypatch.setattr(request.time, "gmtime", lambda: time.struct_time((2026, 11, 23, 19, 45, 41, 0, 327, 0)))
     assert fresh_stamp({"20261123194541AAAAAAAA"}) == "20261123194541BBBBBBBB"
+
+
+def test_fill_sources_are_the_real_directories_below_source(tmp_path: pathlib.Path) -> None:
+    (tmp_path / "var/log").mkdir(parents=True)
+    (tmp_path / "home").mkdir()
+    (tmp_path / "var/cache").symlink_to("/var/cache")  # a symlink is never followed out of source
+    checked = validate_options(params(state="initialized", source=str(tmp_path), fill_commons=True))
+    assert request.fill_sources(checked) == {"@home": str(tmp_path / "home"), "@var@log": str(tmp_path / "var/log")}
+    assert request.fill_sources(dict(checked, fill_commons=False)) == {}
