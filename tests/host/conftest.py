@@ -13,9 +13,10 @@ import typing as t
 
 import pytest
 
+# Fixtures shared with tests/hostile.
+from support.fixtures import ns, root, sxns  # noqa: F401  pylint: disable=unused-import
 from support.namespace import MountNamespace
 from support.pacman import build_package, pacman_argv, prepare_root
-from support.sysext import make_root, sysext_namespace
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -25,31 +26,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         for item in items:
             if "tests/host/" in str(item.fspath):
                 item.add_marker(skip)
-
-
-@pytest.fixture
-def ns() -> t.Iterator[MountNamespace]:
-    namespace = MountNamespace()
-    try:
-        yield namespace
-    finally:
-        namespace.close()
-
-
-@pytest.fixture
-def sxns() -> t.Iterator[MountNamespace]:
-    """A namespace where systemd-sysext --root merges become visible (shared /, shared tmpfs /run)."""
-    namespace = sysext_namespace()
-    try:
-        yield namespace
-    finally:
-        namespace.close()
-
-
-@pytest.fixture
-def root(tmp_path: pathlib.Path) -> pathlib.Path:
-    """A minimal tree with a Debian 12 os-release for systemd-sysext --root."""
-    return make_root(tmp_path / "root")
 
 
 @pytest.fixture(scope="session")

@@ -6,13 +6,11 @@
 from __future__ import annotations
 
 import os
-import pathlib
-import typing as t
 
 import pytest
 
-from support.namespace import MountNamespace
-from support.sysext import make_root, sysext_namespace
+# Fixtures shared with tests/host.
+from support.fixtures import ns, root, sxns  # noqa: F401  pylint: disable=unused-import
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -22,26 +20,3 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         for item in items:
             if "tests/hostile/" in str(item.fspath) and getattr(item.module, "NEEDS_ROOT", True):
                 item.add_marker(skip)
-
-
-@pytest.fixture
-def ns() -> t.Iterator[MountNamespace]:
-    namespace = MountNamespace()
-    try:
-        yield namespace
-    finally:
-        namespace.close()
-
-
-@pytest.fixture
-def sxns() -> t.Iterator[MountNamespace]:
-    namespace = sysext_namespace()
-    try:
-        yield namespace
-    finally:
-        namespace.close()
-
-
-@pytest.fixture
-def root(tmp_path: pathlib.Path) -> pathlib.Path:
-    return make_root(tmp_path / "root")

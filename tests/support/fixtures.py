@@ -1,0 +1,39 @@
+# Copyright: immutable.root contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Fixtures tests/host and tests/hostile share (their conftests import them)."""
+
+from __future__ import annotations
+
+import pathlib
+import typing as t
+
+import pytest
+
+from support.namespace import MountNamespace
+from support.sysext import make_root, sysext_namespace
+
+
+@pytest.fixture
+def ns() -> t.Iterator[MountNamespace]:
+    namespace = MountNamespace()
+    try:
+        yield namespace
+    finally:
+        namespace.close()
+
+
+@pytest.fixture
+def sxns() -> t.Iterator[MountNamespace]:
+    """A namespace where systemd-sysext --root merges become visible (shared /, shared tmpfs /run)."""
+    namespace = sysext_namespace()
+    try:
+        yield namespace
+    finally:
+        namespace.close()
+
+
+@pytest.fixture
+def root(tmp_path: pathlib.Path) -> pathlib.Path:
+    """A minimal tree with a Debian 12 os-release for systemd-sysext --root."""
+    return make_root(tmp_path / "root")
