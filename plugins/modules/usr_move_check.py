@@ -22,6 +22,10 @@ description:
     The filesystem holding C(/usr) must have room for what is copied rather than hard-linked (every regular file
     below the old directories when C(/usr) is another filesystem); no package manager may run (dpkg, apk and portage locks held in
     C(/proc/locks), pacman's C(db.lck), their processes); the root must not be mounted read-only.
+  - O(stage=snapshot) takes a read-only btrfs snapshot of O(root) named C(usr-move-<UTC stamp>) in
+    O(snapshot_dir), so the move can be undone, and checks that it is a read-only subvolume. It refuses a root
+    that is not a btrfs subvolume and a O(snapshot_dir) on another filesystem, and does nothing once the root is
+    merged. The snapshot is one atomic operation; killed at any instant, it exists whole or not at all.
   - O(stage=record) writes a manifest of every path below the old directories (C(/bin), C(/sbin), C(/lib*))
     with the sha256 of the bytes it resolves to. Nothing is written once the root is merged.
   - O(stage=verify) compares every recorded path with what it resolves to now, checks that the ELF interpreter
@@ -44,7 +48,7 @@ options:
   stage:
     description: Which part to run.
     type: str
-    choices: [preflight, record, verify]
+    choices: [preflight, snapshot, record, verify]
     required: true
   root:
     description:
@@ -61,6 +65,12 @@ options:
     description: The manifest file O(stage=record) writes and O(stage=verify) reads.
     type: path
     default: /var/lib/gentoo-usr-move/manifest.json
+  snapshot_dir:
+    description:
+      - With O(stage=snapshot), the directory that receives the snapshot (created with mode C(0700)); it must be
+        on the btrfs filesystem of O(root).
+    type: path
+    default: /.snapshots
   failed_units:
     description: With O(stage=verify), fail when the init system reports failed units.
     type: bool
@@ -73,7 +83,8 @@ options:
     elements: path
     default: [/bin/sh, /lib64/ld-linux-x86-64.so.2, /lib/ld-linux.so.2]
 notes:
-  - The preflight and the verification change nothing; O(stage=record) writes only O(manifest).
+  - The preflight and the verification change nothing; O(stage=record) writes only O(manifest);
+    O(stage=snapshot) creates only O(snapshot_dir) and the snapshot in it.
 seealso:
   - module: immutable.root.usrmerge_symlinks
 """
@@ -82,6 +93,11 @@ EXAMPLES = r"""
 - name: Refuse a /usr move that cannot boot or finish
   immutable.root.usr_move_check:
     stage: preflight
+
+- name: A read-only btrfs snapshot of / that undoes the move
+  immutable.root.usr_move_check:
+    stage: snapshot
+  register: before_move
 
 - name: Record what every old path resolves to
   immutable.root.usr_move_check:
@@ -122,6 +138,11 @@ os_id:
   returned: always
   type: str
   sample: debian
+snapshot:
+  description: With O(stage=snapshot), the snapshot taken (or in check mode to be taken); null when the root is merged.
+  returned: always
+  type: str
+  sample: /.snapshots/usr-move-20261203T071500Z
 recorded:
   description: With O(stage=record) and O(stage=verify), how many old paths the manifest holds.
   returned: always
@@ -141,6 +162,7 @@ actions:
 
 import json
 import os
+import time
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -151,6 +173,7 @@ from ansible_collections.immutable.root.plugins.module_utils._core.errors import
 )
 from ansible_collections.immutable.root.plugins.module_utils._core.paths import validate_path
 from ansible_collections.immutable.root.plugins.module_utils._core.runner import Runner
+from ansible_collections.immutable.root.plugins.module_utils._linux.mountinfo import mount_containing
 from ansible_collections.immutable.root.plugins.module_utils._linux.osrelease import read_os_release
 from ansible_collections.immutable.root.plugins.module_utils._usrmove.inspect import (
     manifest_differences, preflight_checks, refusal,
@@ -161,6 +184,9 @@ from ansible_collections.immutable.root.plugins.module_utils._usrmove.model impo
 from ansible_collections.immutable.root.plugins.module_utils._usrmove.observe import (
     broken_interpreters, bytes_to_copy, init_state, inspect_initramfs, missing_compat_links, old_directories,
     old_paths, read_mounts, resolve_all, root_and_usr, running_package_managers, usr_available, usr_is_separate,
+)
+from ansible_collections.immutable.root.plugins.module_utils._usrmove.snapshot import (
+    SUBVOLUME_INODE, SnapshotFacts, nearest_existing, plan_snapshot, snapshot_name, take_snapshot, verify_snapshot,
 )
 
 
@@ -184,6 +210,29 @@ def preflight(module: AnsibleModule, runner: Runner, root: str, result: dict) ->
     message = refusal(checks)
     if message:
         raise UsrMoveError(message, extra=result)
+
+
+def snapshot(module: AnsibleModule, runner: Runner, root: str, snapshot_dir: str, result: dict) -> None:
+    mounts = read_mounts()
+    root_mount = root_and_usr(root, mounts)[0]
+    result["root_fstype"] = root_mount.fstype
+    result["merged"] = merged = not old_directories(root)
+    btrfs = root_mount.fstype == "btrfs"
+    holder = mount_containing(mounts, nearest_existing(snapshot_dir)) if btrfs else None
+    facts = SnapshotFacts(merged=merged, root_fstype=root_mount.fstype,
+                          root_is_subvolume=btrfs and os.stat(root).st_ino == SUBVOLUME_INODE,
+                          same_filesystem=holder is not None and holder.device == root_mount.device)
+    target = plan_snapshot(root, snapshot_dir, snapshot_name(time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())), facts)
+    result["snapshot"] = target
+    if target is None:
+        return
+    if os.path.lexists(target):  # a rerun within the same second
+        verify_snapshot(runner, target)
+        return
+    result["actions"].append(Action("snapshot", target, "read-only btrfs snapshot of %s" % root))
+    result["changed"] = True
+    if not module.check_mode:
+        take_snapshot(runner, root, snapshot_dir, target)
 
 
 def record(module: AnsibleModule, root: str, manifest: str, result: dict) -> None:
@@ -243,6 +292,7 @@ def main() -> None:
             root=dict(type="path", default="/"),
             initramfs=dict(type="path"),
             manifest=dict(type="path", default="/var/lib/gentoo-usr-move/manifest.json"),
+            snapshot_dir=dict(type="path", default="/.snapshots"),
             failed_units=dict(type="bool", default=True),
             compat_links=dict(type="list", elements="path",
                               default=["/bin/sh", "/lib64/ld-linux-x86-64.so.2", "/lib/ld-linux.so.2"]),
@@ -250,10 +300,11 @@ def main() -> None:
         supports_check_mode=True,
     )
     result: dict = dict(changed=False, actions=[], checks=[], initramfs=None, usr_separate=False, root_fstype="",
-                        merged=False, os_id="", recorded=0, verification={})
+                        merged=False, os_id="", snapshot=None, recorded=0, verification={})
     try:
         root = validate_path("root", module.params["root"], must_exist=True, directory=True)
         manifest = validate_path("manifest", module.params["manifest"])
+        snapshot_dir = validate_path("snapshot_dir", module.params["snapshot_dir"])
         if module.params["initramfs"] is not None:
             validate_path("initramfs", module.params["initramfs"], must_exist=True)
         release = read_os_release(root)
@@ -262,6 +313,8 @@ def main() -> None:
         stage = module.params["stage"]
         if stage == "preflight":
             preflight(module, runner, root, result)
+        elif stage == "snapshot":
+            snapshot(module, runner, root, snapshot_dir, result)
         elif stage == "record":
             record(module, root, manifest, result)
         else:

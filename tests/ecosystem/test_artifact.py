@@ -94,3 +94,14 @@ def test_module_runs_ad_hoc_from_the_installed_copy(installed: pathlib.Path, tmp
     assert "CHANGED" in status and result["changed"] is True, line
     assert result["mount"]["read_only"] is True and result["actions"], result
     assert "mounts-on-target=0" in proc.stdout, proc.stdout
+
+
+def test_every_playbook_resolves_by_its_fqcn_from_the_installed_copy(installed: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    """`ansible-playbook immutable.root.NAME` is how users run them; the scenarios import them by path instead."""
+    playbooks = sorted(p.stem for p in (collection_dir(installed) / "playbooks").glob("*.yml"))
+    assert playbooks == sorted(p.stem for p in (REPO / "playbooks").glob("*.yml"))
+    inventory = tmp_path / "inventory"
+    inventory.write_text("localhost ansible_connection=local\n")
+    for playbook in playbooks:
+        run([tool("ansible-playbook"), "--syntax-check", "-i", str(inventory), f"immutable.root.{playbook}"],
+            env=isolated_env(installed))

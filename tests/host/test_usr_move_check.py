@@ -150,3 +150,52 @@ def test_compatibility_paths_must_resolve_where_usr_has_them(tmp_path: pathlib.P
     assert missing_compat_links(str(tmp_path), links) == ("/bin/sh",)  # no loader in /usr: nothing to resolve
     (tmp_path / "bin").symlink_to("usr/bin")
     assert missing_compat_links(str(tmp_path), links) == ()
+
+
+def test_snapshot_of_a_split_btrfs_root_is_read_only_and_refused_where_it_cannot_be(split: BtrfsPool) -> None:
+    root = split.snapshot("pristine", "snapme")
+    snapshots = split.path("snapshots")
+    args = {"stage": "snapshot", "root": root, "snapshot_dir": snapshots}
+    try:
+        rc, predicted = run(split.ns, args, check=True)
+        assert rc == 0 and predicted["changed"] and predicted["snapshot"].startswith(snapshots + "/usr-move-")
+        assert not split.view("snapshots").exists(), "check mode created the snapshot directory"
+
+        rc, taken = run(split.ns, args)
+        assert rc == 0 and taken["changed"] and taken["root_fstype"] == "btrfs" and not taken["merged"], taken
+        name = taken["snapshot"][len(snapshots) + 1:]
+        # The oracle is btrfs itself: a read-only subvolume holding the same bytes as the root.
+        shown = split.ns.run(["btrfs", "subvolume", "show", taken["snapshot"]]).stdout
+        assert "Flags:" in shown and "readonly" in shown, shown
+        assert split.view("snapshots/" + name + "/bin/ls").read_bytes() == split.view("snapme/bin/ls").read_bytes()
+
+        # Refusals name their reason and create nothing.
+        other = split.workdir / "other"
+        split.ns.sh("mkdir -p %s && mount -t tmpfs -o size=1m other %s" % (other, other))
+        elsewhere = "%s/snapshots" % other
+        rc, refused = run(split.ns, dict(args, snapshot_dir=elsewhere))
+        assert rc != 0 and "snapshot_dir: %s is not on the btrfs filesystem of %s" % (elsewhere, root) in refused["msg"]
+        split.ns.sh("test ! -e %s" % elsewhere)
+        split.ns.sh("mkdir -p %s/plain/bin %s/plain/usr/bin" % (root, root))
+        rc, refused = run(split.ns, dict(args, root=root + "/plain"))
+        assert rc != 0 and "not a subvolume" in refused["msg"], refused["msg"]
+        split.ns.sh("rm -rf %s/plain" % root)
+
+        # Once the root is merged there is nothing to undo.
+        rc, merged, stderr = direct_module(split.ns, "usrmerge_symlinks", {"root": root})
+        assert rc == 0 and merged is not None, stderr
+        rc, after = run(split.ns, args)
+        assert rc == 0 and not after["changed"] and after["snapshot"] is None and after["merged"]
+        assert split.ns.run(["ls", snapshots]).stdout.split() == [name]
+    finally:
+        split.ns.sh("for s in %s/usr-move-*; do [ -e \"$s\" ] && btrfs -q subvolume delete \"$s\"; done; "
+                    "rmdir %s 2>/dev/null; true" % (snapshots, snapshots))
+        split.delete("snapme")
+
+
+def test_snapshot_refuses_a_root_that_is_not_btrfs(ns: MountNamespace, tmp_path: pathlib.Path) -> None:
+    root = tmp_path / "tree"
+    ns.sh("mkdir -p {r} && mount -t tmpfs -o size=8m tree {r} && mkdir -p {r}/bin {r}/usr/bin {r}/etc".format(r=root))
+    rc, refused = run(ns, {"stage": "snapshot", "root": str(root), "snapshot_dir": "%s/.snapshots" % root})
+    assert rc != 0 and "stage=snapshot needs a btrfs root: %s is tmpfs" % root in refused["msg"]
+    ns.sh("test ! -e %s/.snapshots" % root)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from ansible_collections.immutable.root.plugins.module_utils._core.errors import ImmutableRootError
 
-STAGES = ("preflight", "record", "verify")
+STAGES = ("preflight", "snapshot", "record", "verify")
 # The old top-level directories of a split root, as usrmerge_symlinks knows them.
 OLD_DIRECTORIES = ("bin", "sbin", "lib", "lib32", "lib64", "libo32", "libx32")
 GENERATORS = ("dracut", "genkernel", "initramfs-tools", "mkinitcpio")
