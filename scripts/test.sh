@@ -3,11 +3,10 @@
 # The whole test suite, in stages: scripts/test.sh [stage...]
 # Stages: lint docs types sanity units pytest (default: all of them); ecosystem runs only tests/ecosystem (pytest
 # includes it); long runs the tests marked `long` (make test-long), which pytest leaves out; vm and host split pytest
-# into the VM tests and the rest; vm_first and vm_second split vm in two halves.
-# Without stages the suite runs as three lanes at once, so the VM tests (QEMU under TCG: mostly SSH waits, reboots and
-# Ansible round trips, not CPU) overlap each other and the rest: lanes "vm" (vm_first) and "vm2" (vm_second) split the
-# VM tests in two halves of about the same length, lane "checks" is lint docs types sanity units host. Each lane's
-# output is prefixed with its name; the run fails if any lane fails. PYTEST_ADDOPTS passes extra options to pytest.
+# into the VM tests and the rest.
+# Without stages the suite runs as two lanes at once, so the VM lane (QEMU under TCG, SSH waits and reboots) and the
+# rest overlap: lane "vm" is the VM tests, lane "checks" is lint docs types sanity units host. Each lane's output is
+# prefixed with its name; the run fails if either lane fails. PYTEST_ADDOPTS passes extra options to pytest.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -87,29 +86,6 @@ stage_vm() {
   run_pytest --durations=0 -m "not long" tests/vm
 }
 
-# The scenarios of lane vm2; lane vm runs every other VM test. Each half takes about 30 minutes on an idle machine.
-second_vm_half=(modules alpine_atomic_root fleet)
-second_vm_half_ids() {
-  local scenario
-  for scenario in "${second_vm_half[@]}"; do
-    printf '%s\n' "tests/vm/test_molecule.py::test_molecule_scenario[$scenario]"
-  done
-}
-
-stage_vm_first() {
-  log "pytest: the VM lab, and the molecule scenarios other than ${second_vm_half[*]}"
-  local deselect=() id
-  while IFS= read -r id; do deselect+=(--deselect "$id"); done < <(second_vm_half_ids)
-  run_pytest --durations=0 -m "not long" "${deselect[@]}" tests/vm
-}
-
-stage_vm_second() {
-  log "pytest: the molecule scenarios ${second_vm_half[*]}"
-  local ids=() id
-  while IFS= read -r id; do ids+=("$id"); done < <(second_vm_half_ids)
-  run_pytest --durations=0 -m "not long" "${ids[@]}"
-}
-
 stage_long() {
   log "pytest: the scenarios beyond make test's budget (marked long)"
   run_pytest --durations=0 -m long tests
@@ -147,17 +123,14 @@ if [ $# -gt 0 ]; then
 fi
 
 start=$(date +%s)
-declare -A lane_pids
-lane vm vm_first &
-lane_pids[vm]=$!
-lane vm2 vm_second &
-lane_pids[vm2]=$!
+lane vm vm &
+vm_pid=$!
 lane checks lint docs types sanity units host &
-lane_pids[checks]=$!
+checks_pid=$!
 status=0
-for name in checks vm vm2; do
-  wait "${lane_pids[$name]}" || { status=1; log "lane $name FAILED"; }
-  log "lane $name ended after $(( $(date +%s) - start )) s"
-done
-[ "$status" -eq 0 ] && log "make test: all three lanes passed in $(( $(date +%s) - start )) s"
+wait "$checks_pid" || { status=1; log "lane checks FAILED"; }
+log "lane checks ended after $(( $(date +%s) - start )) s"
+wait "$vm_pid" || { status=1; log "lane vm FAILED"; }
+log "lane vm ended after $(( $(date +%s) - start )) s"
+[ "$status" -eq 0 ] && log "make test: both lanes passed in $(( $(date +%s) - start )) s"
 exit "$status"

@@ -18,10 +18,10 @@ from support.modules import collections_path
 pytestmark = pytest.mark.vm
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-# Scenarios that do not fit `make test`'s 60-minute budget beside the others run in `make test-long` (marked `long`).
-# lab_smoke's proof (the lab end to end with builtins:
+# Scenarios that do not fit `make test`'s 60-minute budget beside the others run in `make test-long` (marked `long`);
+# each role keeps a reboot-verified scenario in `make test`. lab_smoke's proof (the lab end to end with builtins:
 # create, converge, idempotence, reboot, verify) is part of every role scenario and of test_lab_vm's lifecycle test.
-LONG_SCENARIOS = {"lab_smoke"}
+LONG_SCENARIOS = {"fleet", "lab_smoke"}
 SCENARIOS = [pytest.param(name, marks=[pytest.mark.long] if name in LONG_SCENARIOS else [])
              for name in sorted(path.parent.name for path in (REPO / "molecule").glob("*/molecule.yml"))]
 # A scenario boots one to three VMs (about 30-50 s each under TCG, minutes on a loaded machine) and runs a few
