@@ -14,10 +14,9 @@ from dataclasses import dataclass
 
 from ansible_collections.immutable.root.plugins.module_utils._core.errors import ParameterError
 from ansible_collections.immutable.root.plugins.module_utils._core.runner import Runner
+from ansible_collections.immutable.root.plugins.module_utils._linux.btrfs_ioctl import SUBVOLUME_ROOT_INODE
 from ansible_collections.immutable.root.plugins.module_utils._usrmove.model import UsrMoveError
 
-# The inode number of every btrfs subvolume's top directory (BTRFS_FIRST_FREE_OBJECTID).
-SUBVOLUME_INODE = 256
 SNAPSHOT_PREFIX = "usr-move-"
 
 
@@ -64,7 +63,7 @@ def take_snapshot(runner: Runner, root: str, snapshot_dir: str, target: str) -> 
 
 
 def verify_snapshot(runner: Runner, target: str) -> None:
-    if not os.path.isdir(target) or os.stat(target).st_ino != SUBVOLUME_INODE:
+    if not os.path.isdir(target) or os.stat(target).st_ino != SUBVOLUME_ROOT_INODE:
         raise UsrMoveError("stage=snapshot: btrfs reported success but %s is not a subvolume" % target)
     readonly = runner.run(["btrfs", "property", "get", "-ts", target, "ro"]).stdout.strip()
     if readonly != "ro=true":
