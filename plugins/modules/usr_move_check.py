@@ -173,7 +173,6 @@ from ansible_collections.immutable.root.plugins.module_utils._core.errors import
 )
 from ansible_collections.immutable.root.plugins.module_utils._core.paths import validate_path
 from ansible_collections.immutable.root.plugins.module_utils._core.runner import Runner
-from ansible_collections.immutable.root.plugins.module_utils._linux.btrfs_ioctl import SUBVOLUME_ROOT_INODE
 from ansible_collections.immutable.root.plugins.module_utils._linux.mountinfo import mount_containing
 from ansible_collections.immutable.root.plugins.module_utils._linux.osrelease import read_os_release
 from ansible_collections.immutable.root.plugins.module_utils._usrmove.inspect import (
@@ -187,7 +186,8 @@ from ansible_collections.immutable.root.plugins.module_utils._usrmove.observe im
     old_paths, read_mounts, resolve_all, root_and_usr, running_package_managers, usr_available, usr_is_separate,
 )
 from ansible_collections.immutable.root.plugins.module_utils._usrmove.snapshot import (
-    SnapshotFacts, nearest_existing, plan_snapshot, snapshot_name, take_snapshot, verify_snapshot,
+    SnapshotFacts, is_subvolume_root, nearest_existing, plan_snapshot, snapshot_name, take_snapshot,
+    verify_snapshot,
 )
 
 
@@ -221,7 +221,7 @@ def snapshot(module: AnsibleModule, runner: Runner, root: str, snapshot_dir: str
     btrfs = root_mount.fstype == "btrfs"
     holder = mount_containing(mounts, nearest_existing(snapshot_dir)) if btrfs else None
     facts = SnapshotFacts(merged=merged, root_fstype=root_mount.fstype,
-                          root_is_subvolume=btrfs and os.stat(root).st_ino == SUBVOLUME_ROOT_INODE,
+                          root_is_subvolume=btrfs and is_subvolume_root(root),
                           same_filesystem=holder is not None and holder.device == root_mount.device)
     target = plan_snapshot(root, snapshot_dir, snapshot_name(time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())), facts)
     result["snapshot"] = target

@@ -55,6 +55,11 @@ def nearest_existing(path: str) -> str:
     return path
 
 
+def is_subvolume_root(path: str) -> bool:
+    """Whether path is the top directory of a btrfs subvolume (the caller knows the filesystem is btrfs)."""
+    return os.path.isdir(path) and os.stat(path).st_ino == SUBVOLUME_ROOT_INODE
+
+
 def take_snapshot(runner: Runner, root: str, snapshot_dir: str, target: str) -> None:
     """Create target as a read-only snapshot of root, then check that it is one."""
     os.makedirs(snapshot_dir, mode=0o700, exist_ok=True)
@@ -63,7 +68,7 @@ def take_snapshot(runner: Runner, root: str, snapshot_dir: str, target: str) -> 
 
 
 def verify_snapshot(runner: Runner, target: str) -> None:
-    if not os.path.isdir(target) or os.stat(target).st_ino != SUBVOLUME_ROOT_INODE:
+    if not is_subvolume_root(target):
         raise UsrMoveError("stage=snapshot: btrfs reported success but %s is not a subvolume" % target)
     readonly = runner.run(["btrfs", "property", "get", "-ts", target, "ro"]).stdout.strip()
     if readonly != "ro=true":
