@@ -6,7 +6,8 @@
 Tentative upgrades (alpine_atomic_root) keep their state in small JSON files at the btrfs top level:
 `tentative` {"name", "previous", "next"} from the switch until the generation is kept or given up; `trial`
 {"name", "started"} while its trial boot runs (current then points back at "previous"); `blessed` {"name", "at"}
-once its health checks passed; `failed` {"name", "at", "reason"} when it did not. Every small regular file there
+once its health checks passed; `failed` {"name", "at", "reason"} when it did not. `building` {"name"} is
+btrfs_generation's own record of a build that never finished (Layout.building). Every small regular file there
 that is not part of btrfs_generation's own layout is also reported under `state_files`.
 """
 
@@ -29,7 +30,7 @@ _OWN_NAMES = frozenset(LAYOUT_DIRECTORIES + (CURRENT, FSTAB))
 
 def absent() -> dict[str, t.Any]:
     return {"layout_found": False, "top": None, "current": None, "booted": None, "slots": [], "generations": [],
-            "pinned": [], "tentative": None, "blessed": None, "failed": None, "state_files": {}}
+            "pinned": [], "tentative": None, "blessed": None, "failed": None, "building": None, "state_files": {}}
 
 
 def is_state_file_name(name: str) -> bool:
@@ -86,6 +87,7 @@ def generation_facts(layout: Layout, state_files: t.Mapping[str, str], top_descr
         "tentative": tentative,
         "blessed": blessed,
         "failed": _failure(state_files),
+        "building": layout.building,
         "state_files": dict(state_files),
     }
 

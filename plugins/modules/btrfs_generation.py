@@ -135,6 +135,31 @@ options:
     type: bool
     default: false
     version_added: 0.2.0
+  building:
+    description:
+      - With V(present), record the new generation as unfinished - the file C(building) on the top level is
+        written (durably) with JSON C({"name"}) before the snapshot is taken, and stays until a later
+        V(present) of the same O(name) without O(building), the step that finishes it, removes it.
+      - A run cut off in between (a crash, a power cut, a failed upgrade command) leaves the name recorded, so
+        the next V(present) with O(building) deletes that generation before it starts, V(pruned) deletes it
+        whatever O(keep) says, and V(current) refuses to switch to it. A recorded generation that is booted,
+        mounted or reachable from C(current) is never deleted.
+      - One build at a time per filesystem - a second build started while another is running deletes the
+        first one's generation.
+    type: bool
+    default: false
+    version_added: 0.2.0
+  boot_files:
+    description:
+      - With V(current), and with V(present) of an existing generation (the step that finishes it), paths
+        inside the generation its boot entries load, such as the kernel and the initrd. Symlinks are resolved
+        inside the generation, the way a boot loader reading the subvolume sees them.
+      - The module refuses, naming each missing, empty or non-regular path, and changes nothing - so an upgrade
+        that lost its kernel never becomes current.
+    type: list
+    elements: path
+    default: []
+    version_added: 0.2.0
   fstab_template:
     description:
       - With V(initialized), the content of the C(fstab) template on the top level; it should contain
@@ -176,6 +201,20 @@ EXAMPLES = r"""
     top: /run/btrfs-top
     state: current
     name: "{{ generation.name }}"
+
+- name: An upgrade cut off anywhere between these two steps leaves nothing that can become current
+  immutable.root.btrfs_generation:
+    device: /dev/disk/by-partlabel/ROOT
+    state: present
+    name: "{{ upgrade_name }}"
+    building: true
+
+- name: Finish it (after the upgrade ran inside it), refusing it when the upgrade lost the kernel
+  immutable.root.btrfs_generation:
+    device: /dev/disk/by-partlabel/ROOT
+    state: present
+    name: "{{ upgrade_name }}"
+    boot_files: [/boot/vmlinuz-lts, /boot/initramfs-lts]
 
 - name: Roll back to an older generation
   immutable.root.btrfs_generation:
@@ -269,6 +308,11 @@ booted:
   returned: always
   type: str
   sample: 20261123194541FPnPHjER
+building:
+  description: The generation recorded as unfinished after the run (see O(building)), null when none is.
+  returned: always
+  type: str
+  sample: 20261123194743AvPtLAvN
 top:
   description: The top-level directory used; null with O(device), whose temporary mount is gone afterwards.
   returned: always
@@ -348,7 +392,7 @@ def converge(module: AnsibleModule, runner: Runner, options: dict, top: str, run
     summary = summary_state(after)
     result = dict(changed=bool(done), actions=as_dicts(done), name=name,
                   generations=generations_state(after, options["pinned"]), current=summary["current"],
-                  slots=summary["slots"], links=summary["links"], booted=after.booted_name(),
+                  slots=summary["slots"], links=summary["links"], booted=after.booted_name(), building=after.building,
                   top=None if options["device"] else top)
     if module._diff:
         result["diff"] = dict(before=summary_state(before), after=summary)
@@ -372,6 +416,8 @@ def main() -> None:
             "commons": dict(type="list", elements="str", default=list(DEFAULT_COMMONS)),
             "fill_commons": dict(type="bool", default=False),
             "tentative": dict(type="bool", default=False),
+            "building": dict(type="bool", default=False),
+            "boot_files": dict(type="list", elements="path", default=[]),
             "fstab_template": dict(type="str"),
             "root": dict(type="path", default="/"),
         },

@@ -192,6 +192,14 @@ ansible_facts:
                 C(reason) (which health check failed and its output, or a trial boot that never reached the checks),
                 C(at); V(null) when none did.
               type: dict
+            building:
+              description:
+                - The generation whose build never finished, from the top-level file C(building) that
+                  M(immutable.root.btrfs_generation) writes with O(immutable.root.btrfs_generation#module:building)
+                  (an upgrade cut off by a crash or a power cut); V(null) when none is. The next upgrade or prune
+                  deletes it.
+              type: str
+              version_added: 0.2.0
             state_files:
               description: Every other small (4 KiB at most) regular file at the top level, name to content.
               type: dict

@@ -367,6 +367,7 @@ def kill_golden(golden: Disk) -> Disk:
 
 KILL_CASES = {
     "present": {"state": "present", "name": "new"},
+    "building": {"state": "present", "name": "new", "building": True},
     "current": {"state": "current", "name": "spare"},
     "absent": {"state": "absent", "name": "gen-a"},
     "pruned": {"state": "pruned", "keep": 1},
@@ -385,7 +386,7 @@ def test_kill_at_every_step_boundary_then_one_rerun_converges(
     expected = ([g["name"] for g in result["generations"]], result["slots"])
     steps = [line.split(" ", 1)[1] for line in trace.read_text().splitlines()]
     reference.discard()
-    assert len(steps) >= {"present": 3, "current": 6, "absent": 7, "pruned": 9}[case], steps
+    assert len(steps) >= {"present": 3, "building": 4, "current": 6, "absent": 7, "pruned": 9}[case], steps
 
     for number, step in enumerate(steps, start=1):
         clone = kill_golden.clone("kill")
@@ -556,6 +557,10 @@ def bad_input_cases(top: str, inside: str) -> list[tuple[dict, str]]:
         ({"top": top, "state": "initialized", "commons": ["home"]}, "commons: each entry must look like @home"),
         ({"top": top, "state": "current", "name": "gen-a", "slots": 0}, "slots: must be between 1 and 64"),
         ({"top": top, "state": "pruned", "pinned": ["a/b"]}, "pinned: must be a single name"),
+        ({"top": top, "state": "current", "name": "gen-a", "building": True}, "building: is only used by state=present"),
+        ({"top": top, "state": "pruned", "boot_files": ["/vmlinuz"]}, "boot_files: is only used by state=present"),
+        ({"top": top, "state": "current", "name": "gen-a", "boot_files": ["vmlinuz"]},
+         "boot_files: each entry must be an absolute path"),
     ]
 
 
@@ -587,3 +592,51 @@ def test_a_foreign_current_link_is_never_replaced(disk: Disk) -> None:
     rc, result = module({"top": top, "state": "current", "name": "b"})[:2]
     assert rc == 1 and "refusing to replace a link this module did not make" in result["msg"]  # type: ignore[index]
     assert listing(top) == before
+
+
+def test_a_build_cut_off_is_deleted_by_the_next_and_never_made_current(disk: Disk) -> None:
+    """The upgrade of alpine_atomic_root: present with building, the command inside, present again to finish."""
+    top = str(disk.top)
+    started = ok({"top": top, "state": "present", "name": "cut", "building": True})
+    assert started["building"] == "cut" and (disk.top / "building").read_text() == '{"name": "cut"}\n'
+    before = listing(top)
+    rc, result = module({"top": top, "state": "current", "name": "cut"})[:2]
+    assert rc == 1 and result is not None and result["msg"].startswith("name: generation cut was never finished")
+    assert listing(top) == before
+
+    # The next build deletes the one that was cut off (no second run, no prune).
+    assert ok({"top": top, "state": "present", "name": "next", "building": True})["building"] == "next"
+    assert not (disk.top / "snapshots" / "cut").exists()
+    assert "snapshots/cut/@" not in subvolumes(top)
+
+    # Its upgrade lost the kernel: /vmlinuz points at a path this host has, but the generation does not.
+    root = disk.top / "snapshots" / "next" / "@"
+    (root / "vmlinuz").unlink(missing_ok=True)
+    (root / "vmlinuz").symlink_to("/proc/version")
+    (root / "boot").mkdir(exist_ok=True)
+    (root / "boot" / "initrd.img").write_bytes(b"")
+    boot_files = ["/vmlinuz", "/boot/initrd.img"]
+    before = listing(top)
+    rc, result = module({"top": top, "state": "present", "name": "next", "boot_files": boot_files})[:2]
+    assert rc == 1 and result is not None, result
+    assert result["msg"] == ("boot_files: generation next lacks what its boot entries load: /vmlinuz (-> /proc/version) "
+                             "is missing (No such file or directory); /boot/initrd.img is empty; a boot of it would "
+                             "find no kernel"), result["msg"]
+    assert listing(top) == before, "the refusal left the record and the generation as they were"
+
+    (root / "vmlinuz").unlink()
+    (root / "boot" / "vmlinuz-lab").write_bytes(b"kernel")
+    (root / "vmlinuz").symlink_to("boot/vmlinuz-lab")
+    (root / "boot" / "initrd.img").write_bytes(b"initrd")
+    finished = ok({"top": top, "state": "present", "name": "next", "boot_files": boot_files})
+    assert finished["changed"] and finished["building"] is None and not (disk.top / "building").exists()
+    assert ok({"top": top, "state": "current", "name": "next", "boot_files": boot_files})["current"] == "next"
+    assert slots_of(top)[:2] == ["next", "gen-a"]
+
+
+def test_prune_deletes_a_build_cut_off_whatever_keep_says(disk: Disk) -> None:
+    top = str(disk.top)
+    ok({"top": top, "state": "present", "name": "cut", "building": True})
+    result = ok({"top": top, "state": "pruned", "keep": 10})
+    assert [g["name"] for g in result["generations"]] == ["gen-a"] and result["building"] is None
+    assert not (disk.top / "building").exists() and not (disk.top / "snapshots" / "cut").exists()

@@ -11,7 +11,7 @@ import stat
 import typing as t
 
 from ansible_collections.immutable.root.plugins.module_utils._btrfs.model import (
-    CURRENT, DELETION_STEPS, FSTAB, GenerationError, LINKS, NEXT, ROOT_SUBVOLUME, SNAPSHOTS, STAGING_PREFIX, Step,
+    BUILDING, CURRENT, DELETION_STEPS, FSTAB, GenerationError, LINKS, NEXT, ROOT_SUBVOLUME, SNAPSHOTS, STAGING_PREFIX, Step,
     TENTATIVE, TEMPORARY_LINK_PREFIX, parse_current_target, parse_slot_target,
 )
 from ansible_collections.immutable.root.plugins.module_utils._btrfs.parse import mounted_subvolumes
@@ -51,6 +51,8 @@ class Executor:
             "write_links": self._write_links,
             "switch_current": self._switch_current,
             "record_tentative": self._record_tentative,
+            "record_building": self._record_building,
+            "clear_building": self._clear_building,
             "remove_links": self._remove_links,
             "remove_stray": self._remove_stray,
             "sync_deletions": self._sync_deletions,
@@ -198,6 +200,17 @@ class Executor:
     def _record_tentative(self, step: Step) -> None:
         # Durable before the switch: a boot of the new generation must always find what to fall back to.
         durable_replace(self.path(TENTATIVE), (step.detail + "\n").encode("utf-8"), 0o644)
+
+    def _record_building(self, step: Step) -> None:
+        # Durable before the snapshot exists: a cut afterwards always leaves the name for the next run to delete.
+        durable_replace(self.path(BUILDING), (step.detail + "\n").encode("utf-8"), 0o644)
+
+    def _clear_building(self, step: Step) -> None:
+        try:
+            os.unlink(self.path(BUILDING))
+        except FileNotFoundError:
+            pass
+        fsync_directory(self.top)
 
     def _switch_current(self, step: Step) -> None:
         links = step.names[0]

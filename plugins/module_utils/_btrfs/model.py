@@ -21,6 +21,9 @@ FSTAB = "fstab"
 # A tentative switch (alpine_atomic_root): JSON {"name", "previous", "next"}, read by the generation's boot steps
 # and by immutability_facts (_facts_generations.TENTATIVE_FILES).
 TENTATIVE = "tentative"
+# A generation being built (alpine_atomic_root's upgrade): JSON {"name"}, written before its snapshot is taken and
+# removed once it is finished, so a run cut off in between leaves a name the next build or prune deletes.
+BUILDING = "building"
 ROOT_SUBVOLUME = "@"
 LAYOUT_DIRECTORIES = (SNAPSHOTS, LINKS, NEXT, COMMONS)
 PLACEHOLDER = "CURRENT_SNAPSHOTS_PATH"
@@ -140,6 +143,7 @@ class Layout:
     booted: int | None = None  # subvolid mounted at the running system's root
     mounted: frozenset[int] = frozenset()  # subvolids mounted anywhere in this mount namespace
     blocked: frozenset[str] = frozenset()  # non-directories in the way of LAYOUT_DIRECTORIES or commons
+    building: str | None = None  # the generation named by top/building: started, never finished
 
     def names(self) -> list[str]:
         return [generation.name for generation in self.generations]
@@ -221,6 +225,9 @@ class Request:
     fill_sources: t.Mapping[str, str] = field(default_factory=dict)
     tentative: bool = False
     unhealthy: tuple[str, ...] = ()  # pruned: failed their trial, not counted among the `keep` newest
+    building: bool = False  # present: record the new generation as unfinished until a present without it
+    # boot_files that name's generation lacks, each with why (resolved by build_request, so planners stay pure)
+    boot_problems: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import json
 import os
 import stat
 import typing as t
 
 from ansible_collections.immutable.root.plugins.module_utils._btrfs.model import (
-    COMMONS, CURRENT, FSTAB, Generation, LAYOUT_DIRECTORIES, LINKS, Layout, LinkDirectory, NEXT, ROOT_SUBVOLUME,
-    SNAPSHOTS, STAGING_PREFIX, Stray, SubvolumeInfo, TEMPORARY_LINK_PREFIX, parse_slot_target,
+    BUILDING, COMMONS, CURRENT, FSTAB, Generation, LAYOUT_DIRECTORIES, LINKS, Layout, LinkDirectory, NEXT, ROOT_SUBVOLUME,
+    NAME_PATTERN, SNAPSHOTS, STAGING_PREFIX, Stray, SubvolumeInfo, TEMPORARY_LINK_PREFIX, parse_slot_target,
 )
 from ansible_collections.immutable.root.plugins.module_utils._btrfs.parse import (
     generation_name_of, mounted_subvolumes, parse_filesystem_uuid, parse_subvolume_info, parse_subvolume_list,
@@ -21,6 +22,7 @@ from ansible_collections.immutable.root.plugins.module_utils._btrfs.parse import
 )
 from ansible_collections.immutable.root.plugins.module_utils._btrfs.plan import sort_generations
 from ansible_collections.immutable.root.plugins.module_utils._core.errors import ParameterError
+from ansible_collections.immutable.root.plugins.module_utils._core.paths import resolve_in_root
 from ansible_collections.immutable.root.plugins.module_utils._core.runner import Runner
 from ansible_collections.immutable.root.plugins.module_utils._linux import btrfs_ioctl
 from ansible_collections.immutable.root.plugins.module_utils._linux.btrfs_ioctl import SUBVOLUME_ROOT_INODE
@@ -67,6 +69,50 @@ def read_generation_fstab(top: str, name: str) -> str | None:
     if _kind(os.path.join(root, "etc")) != "dir":
         return None
     return _read_regular(os.path.join(root, "etc", "fstab"))
+
+
+def read_building(top: str) -> tuple[str | None, Stray | None]:
+    """The generation top/building names as unfinished; a file there that is not our record is a stray."""
+    text = _read_regular(os.path.join(top, BUILDING))
+    if text is None:
+        kind = _kind(os.path.join(top, BUILDING))
+        return None, (Stray("foreign", BUILDING, "a %s" % kind) if kind is not None else None)
+    try:
+        name = json.loads(text).get("name")
+    except (ValueError, AttributeError):
+        name = None
+    if isinstance(name, str) and NAME_PATTERN.match(name):
+        return name, None
+    return None, Stray("foreign", BUILDING, "not a record of btrfs_generation: %r" % text[:80])
+
+
+def boot_file_problems(top: str, name: str | None, paths: t.Sequence[str]) -> tuple[str, ...]:
+    """Why each of paths (absolute inside generation name, symlinks resolved within it) would not boot."""
+    if name is None or not paths:
+        return ()
+    root = os.path.join(top, SNAPSHOTS, name, ROOT_SUBVOLUME)
+    if _kind(root) != "dir":
+        return ()
+    problems = []
+    for path in paths:
+        try:
+            resolved = resolve_in_root(root, path)
+        except OSError as exc:
+            problems.append("%s: %s" % (path, exc))
+            continue
+        relative = os.path.relpath(resolved, root)
+        inside = "/" if relative == "." else "/" + relative
+        shown = path if inside == os.path.normpath(path) else "%s (-> %s)" % (path, inside)
+        try:
+            status = os.lstat(resolved)
+        except OSError as exc:
+            problems.append("%s is missing (%s)" % (shown, exc.strerror))
+            continue
+        if not stat.S_ISREG(status.st_mode):
+            problems.append("%s is not a regular file" % shown)
+        elif status.st_size == 0:
+            problems.append("%s is empty" % shown)
+    return tuple(problems)
 
 
 def _listdir(path: str) -> list[str]:
@@ -210,8 +256,11 @@ def observe(runner: Runner, top: str, root: str = "/", commons: t.Sequence[str] 
         else:
             strays.append(Stray("foreign", "%s/%s" % (LINKS, entry), "a %s" % _kind(full)))
 
+    building, building_stray = read_building(top)
+    if building_stray is not None:
+        strays.append(building_stray)
     booted, mounted = mounted_subvolumes(read_mountinfo(), top, root)
-    layout = Layout(top=top, directories=frozenset(directories), commons=common_subvolumes, template=template,
+    layout = Layout(building=building, top=top, directories=frozenset(directories), commons=common_subvolumes, template=template,
                     generations=generations, current_text=current_text, link_directories=tuple(link_directories),
                     strays=tuple(strays), booted=booted, mounted=mounted, blocked=frozenset(blocked))
     wanted = {name for name in fstabs_of if name in names}

@@ -11,7 +11,7 @@ import typing as t
 
 from ansible_collections.immutable.root.plugins.module_utils._btrfs.model import (
     COMMONS, CURRENT, DELETION_STEPS, FSTAB, Generation, GenerationError, LAYOUT_DIRECTORIES, LINKS, Layout,
-    LinkDirectory, PLACEHOLDER, Plan, ROOT_SUBVOLUME, Request, SNAPSHOTS, Source, Step, TENTATIVE,
+    LinkDirectory, PLACEHOLDER, Plan, ROOT_SUBVOLUME, Request, SNAPSHOTS, Source, Step, TENTATIVE, BUILDING,
     parse_current_target,
 )
 from ansible_collections.immutable.root.plugins.module_utils._btrfs.render import current_target, render_fstab
@@ -152,14 +152,47 @@ def plan_initialized(request: Request, layout: Layout) -> Plan:
     return Plan(tuple(steps), tuple(warnings + fstab_warnings))
 
 
+def _refuse_missing_boot_files(request: Request, name: str) -> None:
+    if request.boot_problems:
+        raise ParameterError("boot_files", "generation %s lacks what its boot entries load: %s; a boot of it would "
+                             "find no kernel" % (name, "; ".join(request.boot_problems)))
+
+
+def _record_building(name: str) -> Step:
+    return Step("record_building", BUILDING, json.dumps({"name": name}, sort_keys=True), names=(name,))
+
+
+def _clear_building(name: str) -> Step:
+    return Step("clear_building", BUILDING, "generation %s is finished or gone" % name, names=(name,))
+
+
+def _abandoned_build(request: Request, layout: Layout) -> tuple[list[Step], list[str]]:
+    """Delete the unfinished generation of an earlier build that was cut off, unless it is protected."""
+    name = layout.building
+    generation = layout.generation(name)
+    if generation is None:
+        return [], []
+    reason = _protection(layout, request.root).get(t.cast(str, name))
+    if reason:
+        return [], ["generation %s was never finished but is kept: %s" % (name, reason)]
+    steps = _deletion_steps([generation])
+    return steps + _sync_step(steps), []
+
+
 def plan_present(request: Request, layout: Layout) -> Plan:
     name = request.name
     if name is None:
         raise ParameterError("name", "present needs a name (the module assigns a new stamp when none is given)")
     if request.origin is not None and layout.generation(request.origin) is None:
         raise ParameterError("from", "generation %s does not exist in %s/%s" % (request.origin, layout.top, SNAPSHOTS))
+    if request.origin is not None and request.origin == layout.building and request.origin != name:
+        raise ParameterError("from", "generation %s was never finished (its build was cut off); start from a "
+                             "finished one" % request.origin)
     if layout.generation(name) is not None:
+        _refuse_missing_boot_files(request, name)
         steps, warnings = _fstab_steps(layout, name, layout.template, new=False)
+        if layout.building == name and not request.building:
+            steps.append(_clear_building(name))
         return Plan(tuple(steps), tuple(warnings))
     _refuse_taken_name(layout, name, "name")
     source = request.source
@@ -169,8 +202,13 @@ def plan_present(request: Request, layout: Layout) -> Plan:
             raise ParameterError("from", "no generation is current in %s to start from; name one with from, give "
                                  "source, or run state=initialized first" % layout.top)
         source = Source("generation", origin)
-    steps, warnings = _fstab_steps(layout, name, layout.template, new=True)
-    return Plan(tuple([_create_step(name, source)] + steps), tuple(warnings))
+    steps, warnings = [], []
+    if request.building:
+        if layout.building is not None and layout.building != name:
+            steps, warnings = _abandoned_build(request, layout)
+        steps.append(_record_building(name))
+    fstab, fstab_warnings = _fstab_steps(layout, name, layout.template, new=True)
+    return Plan(tuple(steps + [_create_step(name, source)] + fstab), tuple(warnings + fstab_warnings))
 
 
 def plan_current(request: Request, layout: Layout) -> Plan:
@@ -183,6 +221,10 @@ def plan_current(request: Request, layout: Layout) -> Plan:
     existing = layout.names()
     if links is not None and links.targets[:1] == (name,) and links.complete(existing, request.slots):
         return Plan(tuple(steps), tuple(warnings))
+    if name == layout.building:
+        raise ParameterError("name", "generation %s was never finished: the run building it (state=present with "
+                             "building) was cut off; finish it with state=present, or delete it" % name)
+    _refuse_missing_boot_files(request, name)
     _refuse_uninjected(layout, name, layout.template, steps)
     slots = history_slots(name, layout.slots(), existing, request.slots)
     switch = _switch_steps(request, slots)
@@ -245,13 +287,17 @@ def plan_absent(request: Request, layout: Layout) -> Plan:
         steps += _deletion_steps([generation])
     steps += [Step("remove_stray", stray.path, stray.detail) for stray in layout.strays
               if stray.kind == "empty_directory" and stray.path == "%s/%s" % (SNAPSHOTS, name)]
-    return Plan(tuple(steps + _sync_step(steps)))
+    steps += _sync_step(steps)
+    if layout.building == name:
+        steps.append(_clear_building(name))  # after the deletion: a cut before it leaves the record in force
+    return Plan(tuple(steps))
 
 
 def retained(request: Request, layout: Layout) -> dict[str, str]:
     """Generations state=pruned keeps, with the first reason for each."""
     keep: dict[str, str] = {}
-    healthy = [generation for generation in layout.generations if generation.name not in request.unhealthy]
+    healthy = [generation for generation in layout.generations
+               if generation.name not in request.unhealthy and generation.name != layout.building]
     for generation in healthy[-request.keep:]:
         keep[generation.name] = "one of the %d newest" % request.keep
     for name, reason in _protection(layout, request.root).items():
@@ -275,13 +321,16 @@ def plan_pruned(request: Request, layout: Layout) -> Plan:
                    ids=(stray.subvolid,) if stray.subvolid is not None else ())
               for stray in layout.strays if stray.kind == "staging"]
     steps += _deletion_steps(victims)
+    steps += _sync_step(steps)
+    if layout.building is not None and layout.building not in keep:
+        steps.append(_clear_building(layout.building))
     warnings = ["pinned generation %s does not exist" % name for name in request.pinned
                 if layout.generation(name) is None]
     warnings += ["%s is not a generation and is left alone: %s" % (stray.path, stray.detail)
                  for stray in layout.strays if stray.kind == "foreign"]
     warnings += ["%s/%s holds entries that are not slot links and is left alone" % (LINKS, directory.name)
                  for directory in layout.link_directories if directory.foreign and directory.name != current.name]
-    return Plan(tuple(steps + _sync_step(steps)), tuple(warnings))
+    return Plan(tuple(steps), tuple(warnings))
 
 
 PLANNERS: dict[str, t.Callable[[Request, Layout], Plan]] = {
@@ -307,6 +356,7 @@ def predict(layout: Layout, steps: t.Sequence[Step], request: Request) -> Layout
     links = {directory.name: directory for directory in layout.link_directories}
     directories, commons = set(layout.directories), set(layout.commons)
     template, current_text, strays = layout.template, layout.current_text, list(layout.strays)
+    building, fstabs = layout.building, dict(layout.fstabs)
     for step in steps:
         if step.action == "create_generation":
             generations[step.names[0]] = Generation(step.names[0], None, None)
@@ -326,7 +376,14 @@ def predict(layout: Layout, steps: t.Sequence[Step], request: Request) -> Layout
             template = request.fstab_template if request.fstab_template is not None else request.default_template
         elif step.action in ("remove_stray", "delete_staging"):
             strays = [stray for stray in strays if stray.path != step.target]
+        elif step.action == "inject_fstab" and template is not None:
+            fstabs[step.names[0]] = render_fstab(template, step.names[0])
+        elif step.action == "record_building":
+            building = step.names[0]
+        elif step.action == "clear_building":
+            building = None
     return dataclasses.replace(
         layout, directories=frozenset(directories), commons=frozenset(commons), template=template,
         generations=sort_generations(generations.values()), current_text=current_text,
-        link_directories=tuple(sorted(links.values(), key=lambda directory: directory.name)), strays=tuple(strays))
+        link_directories=tuple(sorted(links.values(), key=lambda directory: directory.name)), strays=tuple(strays),
+        building=building, fstabs=fstabs)

@@ -15,7 +15,9 @@ import typing as t
 from ansible_collections.immutable.root.plugins.module_utils._btrfs.model import (
     COMMON_PATTERN, GenerationError, Layout, NAME_MAX, NAME_PATTERN, Request, Source,
 )
-from ansible_collections.immutable.root.plugins.module_utils._btrfs.observe import filesystem_uuid, source_kind
+from ansible_collections.immutable.root.plugins.module_utils._btrfs.observe import (
+    boot_file_problems, filesystem_uuid, source_kind,
+)
 from ansible_collections.immutable.root.plugins.module_utils._btrfs.render import common_mountpoint, default_template
 from ansible_collections.immutable.root.plugins.module_utils._core.errors import ParameterError
 from ansible_collections.immutable.root.plugins.module_utils._core.paths import validate_path
@@ -90,6 +92,16 @@ def validate_options(params: dict) -> dict:
     checked["commons"] = commons
     if params.get("tentative") and state != "current":
         raise ParameterError("tentative", "is only used by state=current")
+    if params.get("building") and state != "present":
+        raise ParameterError("building", "is only used by state=present")
+    boot_files = tuple(params.get("boot_files") or ())
+    if boot_files and state not in ("present", "current"):
+        raise ParameterError("boot_files", "is only used by state=present and state=current")
+    for path in boot_files:
+        if not isinstance(path, str) or not path.startswith("/") or "\0" in path:
+            raise ParameterError("boot_files", "each entry must be an absolute path inside the generation, got %r"
+                                 % (path,))
+    checked["boot_files"] = boot_files
     if params.get("fill_commons"):
         if state != "initialized":
             raise ParameterError("fill_commons", "is only used by state=initialized")
@@ -137,4 +149,6 @@ def build_request(options: dict, layout: Layout, runner: Runner, top: str, top_m
                    origin=options["from"], source=source, slots=options["slots"], keep=options["keep"],
                    pinned=options["pinned"], commons=options["commons"], fstab_template=options["fstab_template"],
                    default_template=template, root=options["root"], fill_sources=fill_sources(options),
-                   tentative=bool(options.get("tentative")), unhealthy=options.get("unhealthy", ()))
+                   tentative=bool(options.get("tentative")), unhealthy=options.get("unhealthy", ()),
+                   building=bool(options.get("building")),
+                   boot_problems=boot_file_problems(top, name, options.get("boot_files", ())))

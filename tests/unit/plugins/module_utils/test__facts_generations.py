@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import typing as t
 
 import pytest
@@ -72,3 +74,8 @@ def test_empty_top_level_is_no_layout() -> None:
 def test_state_file_names_exclude_the_layout() -> None:
     assert is_state_file_name("tentative") and not is_state_file_name("current")
     assert not is_state_file_name("fstab") and not is_state_file_name(".current.tmp")
+
+
+def test_building_names_the_generation_whose_build_never_finished() -> None:
+    assert generation_facts(dataclasses.replace(layout(), building="C"), {}, "top")["building"] == "C"
+    assert generation_facts(layout(), {}, "top")["building"] is None and absent()["building"] is None
