@@ -61,7 +61,7 @@ class Executor:
     def _do(self, action: Action) -> None:
         self._handlers[action.action](action.target)
         self.done.append(action)
-        step_boundary("ro_bind.%s" % action.action)
+        step_boundary("ro_bind.%s" % action.action, action.target)
 
     def _persist(self) -> None:
         for action in plan_persistence(self.request, observe(self.request, self.runner)):
