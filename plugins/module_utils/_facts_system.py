@@ -210,10 +210,13 @@ def boot_facts(runner: Runner, mounts: t.Sequence[MountEntry], esp: str | None, 
     """The ESP (mounted, given, or found by partition type and mounted read-only privately) and its entries."""
     path = esp or next(iter(esp_candidates([(mount.mountpoint, mount.fstype) for mount in mounts])), None)
     if path is not None:
-        mount = mount_containing(mounts, path)
+        # A given path is the ESP only when something is mounted right there: a plain directory of the root
+        # (the ESP not mounted) must not pass for it.
+        mount = next((entry for entry in reversed(mounts) if entry.mountpoint == path), None)
         free, size = _space(path)
-        return {"esp": {"path": path, "device": mount.source if mount else None, "mounted": True,
-                        "free_bytes": free, "size_bytes": size}, "entries": _entries_on(path)}
+        return {"esp": {"path": path, "device": mount.source if mount else None, "mounted": mount is not None,
+                        "fstype": mount.fstype if mount else None, "free_bytes": free, "size_bytes": size},
+                "entries": _entries_on(path)}
     if not probe or not has_program(runner, "lsblk"):
         return {"esp": None, "entries": []}
     listing = json.loads(runner.run(["lsblk", "--json", "--output", "PATH,PARTTYPE,FSTYPE"]).stdout or "{}")
@@ -228,12 +231,12 @@ def boot_facts(runner: Runner, mounts: t.Sequence[MountEntry], esp: str | None, 
         result = runner.run(["mount", "-o", "ro", devices[0], directory], check=False)
         if result.rc != 0:
             warnings.append("ESP %s could not be mounted read-only to read it: %s" % (devices[0], result.stderr.strip()))
-            return {"esp": {"path": None, "device": devices[0], "mounted": False, "free_bytes": None,
-                            "size_bytes": None}, "entries": []}
+            return {"esp": {"path": None, "device": devices[0], "mounted": False, "fstype": None,
+                            "free_bytes": None, "size_bytes": None}, "entries": []}
         try:
             free, size = _space(directory)
-            return {"esp": {"path": None, "device": devices[0], "mounted": False, "free_bytes": free,
-                            "size_bytes": size}, "entries": _entries_on(directory)}
+            return {"esp": {"path": None, "device": devices[0], "mounted": False, "fstype": None,
+                            "free_bytes": free, "size_bytes": size}, "entries": _entries_on(directory)}
         finally:
             runner.run(["umount", directory], check=False)
     finally:

@@ -209,7 +209,8 @@ ansible_facts:
           contains:
             esp:
               description: V(null), or C(path) (its mountpoint; V(null) when it was only mounted privately to read
-                it), C(device), C(mounted), C(free_bytes), C(size_bytes).
+                it), C(device), C(mounted) (for a given O(esp), whether a filesystem is mounted right at it),
+                C(fstype) (of that mount), C(free_bytes), C(size_bytes).
               type: dict
             entries:
               description:

@@ -185,3 +185,26 @@ def test_usrmerge_split_partial_merged_on_the_split_tree(split: BtrfsPool) -> No
                       "/lib64": "symlink -> usr/lib64"}}
     finally:
         split.delete("case")
+
+
+def test_a_given_esp_is_mounted_only_when_a_filesystem_is_mounted_right_there(tmp_path: pathlib.Path) -> None:
+    """A plain directory where the ESP belongs (the ESP not mounted) must not pass for a mounted ESP.
+
+    This machine's kernel has no vfat, so a btrfs image stands in: the facts report what is mounted, and the
+    role refuses anything but vfat."""
+    image, esp, plain = tmp_path / "esp.img", tmp_path / "esp", tmp_path / "plain"
+    esp.mkdir()
+    plain.mkdir()
+    run(["truncate", "-s", "120M", str(image)])
+    run(["mkfs.btrfs", "-q", str(image)])
+    # This test process runs in a private mount namespace (scripts/test.sh): the mount is invisible to the host.
+    run(["mount", "-o", "loop", str(image), str(esp)])
+    try:
+        mounted = facts(None, {"root": "/", "esp": str(esp), "probe_esp": False})["boot"]["esp"]
+        assert mounted["path"] == str(esp) and mounted["mounted"] and mounted["fstype"] == "btrfs"
+        assert mounted["free_bytes"] > 30 << 20 and mounted["device"].startswith("/dev/loop")
+        directory = facts(None, {"root": "/", "esp": str(plain), "probe_esp": False})["boot"]["esp"]
+        assert directory["path"] == str(plain) and not directory["mounted"]
+        assert directory["fstype"] is None and directory["device"] is None
+    finally:
+        run(["umount", str(esp)])
