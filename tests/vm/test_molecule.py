@@ -23,7 +23,8 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 # create, converge, idempotence, reboot, verify) is part of every role scenario and of test_lab_vm's lifecycle test.
 # Under TCG the VMs are CPU-bound: a third lane running fleet beside the other scenarios (measured 2026-12-03 on 2
 # cores) slowed every scenario about 2x and ended after 63 minutes, no sooner than running them one after another.
-LONG_SCENARIOS = {"fleet", "lab_smoke"}
+# alpine_atomic_root_openrc repeats the role on OpenRC (four boots beyond the systemd scenario's).
+LONG_SCENARIOS = {"alpine_atomic_root_openrc", "fleet", "lab_smoke"}
 SCENARIOS = [pytest.param(name, marks=[pytest.mark.long] if name in LONG_SCENARIOS else [])
              for name in sorted(path.parent.name for path in (REPO / "molecule").glob("*/molecule.yml"))]
 # A scenario boots one to three VMs (about 30-50 s each under TCG, minutes on a loaded machine) and runs a few
