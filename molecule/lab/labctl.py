@@ -3,10 +3,11 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """labctl: build cached Debian images and run lab VMs with QEMU.
 
-    python3 molecule/lab/labctl.py build ext4                       # or split-usr, btrfs-uefi
+    python3 molecule/lab/labctl.py build ext4                       # or split-usr, split-usr-sepusr, btrfs-uefi,
+                                                                    #    btrfs-uefi-openrc (OpenRC as init)
     python3 molecule/lab/labctl.py tree minbase                     # host-test trees: minbase, split-usr
     python3 molecule/lab/labctl.py up box1 --variant ext4 --disk 2G # prints the instance as JSON
-    python3 molecule/lab/labctl.py ssh box1 -- systemctl is-system-running
+    python3 molecule/lab/labctl.py ssh box1 -- systemctl is-system-running   # OpenRC guest: rc-status
     python3 molecule/lab/labctl.py reboot box1
     python3 molecule/lab/labctl.py power-cycle box1
     python3 molecule/lab/labctl.py list
@@ -112,7 +113,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         _emit(rows)
     else:
         for row in rows:
-            sys.stdout.write("{name:20} {variant:11} {status:8} pid={pid} port={ssh_port} {state_dir}\n".format(**row))
+            sys.stdout.write("{name:20} {variant:17} {status:8} pid={pid} port={ssh_port} {state_dir}\n".format(**row))
     return 0
 
 

@@ -64,6 +64,48 @@ def test_image_key_follows_ssh_key_tree_and_refind() -> None:
     assert images.key_fields(ext4, "k", None)["tree"] != images.key_fields(images.VARIANTS["split-usr"], "k", None)["tree"]
 
 
+def test_systemd_variants_keep_the_image_keys_of_their_cached_images() -> None:
+    # The OpenRC variant added fields only for itself: these are the fields the systemd images were keyed with.
+    legacy_guest = [guest.NETWORK, guest.RESOLV_CONF, guest.READY_UNIT, list(guest.MASKED_UNITS), guest.TMP_MOUNT]
+    for name in ("ext4", "split-usr", "split-usr-sepusr", "btrfs-uefi"):
+        fields = images.key_fields(images.VARIANTS[name], "k", "r")
+        assert fields["guest"] == legacy_guest and "init" not in fields
+    assert images.uefi_kernel_args() == f"root=PARTLABEL=ROOT rootflags=subvol=@ rw {guest.KERNEL_TUNING}"
+
+
+def test_openrc_variant_is_btrfs_uefi_with_its_own_tree_guest_and_kernel_args() -> None:
+    openrc, systemd = images.VARIANTS["btrfs-uefi-openrc"], images.VARIANTS["btrfs-uefi"]
+    assert (openrc.layout, openrc.disk_gib, openrc.init) == (systemd.layout, systemd.disk_gib, "openrc")
+    fields = images.key_fields(openrc, "k", "r")
+    assert fields["init"] == "openrc" and fields["guest"] == guest.key_material("openrc")
+    assert fields["tree"] == guest.VM_OPENRC_TREE.key() != images.key_fields(systemd, "k", "r")["tree"]
+    assert guest.OPENRC_KERNEL_TUNING in fields["refind_conf"] and "systemd." not in fields["refind_conf"]
+    assert {"sysvinit-core", "openrc", "ifupdown", "isc-dhcp-client"} <= set(guest.VM_OPENRC_TREE.packages)
+    assert not {"systemd-sysv", "dbus"} & set(guest.VM_OPENRC_TREE.packages)
+    assert guest.VM_OPENRC_TREE.essential_hooks == (guest.INITRAMFS_HOOK,)
+
+
+@pytest.mark.parametrize("change", [
+    ("OPENRC_DISABLED_SERVICES", (("sysinit", "hwclock.sh"),)), ("NETWORK_INTERFACES", "auto lo\n"),
+    ("OPENRC_INITTAB", "id:2:initdefault:\n"), ("OPENRC_READY_SERVICE", "#!/sbin/openrc-run\n"),
+    ("OPENRC_KERNEL_TUNING", "console=ttyS0"), ("DHCLIENT_KEEP_RESOLV_CONF", ""), ("MASKED_DEFAULT_LINK", "x.link"),
+])
+def test_openrc_image_key_follows_each_guest_file(monkeypatch: pytest.MonkeyPatch, change: tuple[str, object]) -> None:
+    spec = images.VARIANTS["btrfs-uefi-openrc"]
+    before = cache.content_key(images.key_fields(spec, "k", "r"))
+    systemd_before = cache.content_key(images.key_fields(images.VARIANTS["btrfs-uefi"], "k", "r"))
+    monkeypatch.setattr(guest, *change)
+    assert cache.content_key(images.key_fields(spec, "k", "r")) != before
+    assert cache.content_key(images.key_fields(images.VARIANTS["btrfs-uefi"], "k", "r")) == systemd_before
+
+
+def test_variants_and_configure_refuse_an_unknown_init(tmp_path: pathlib.Path) -> None:
+    with pytest.raises(ValueError, match="init must be one of"):
+        images.Variant("x", guest.VM_TREE, "ext4", 4, "x", init="runit")
+    with pytest.raises(LabError, match="unknown init 'runit'"):
+        guest.configure(tmp_path, public_key="k", fstab="", init="runit")
+
+
 def test_cache_root_precedence() -> None:
     assert cache.cache_root({"IMMUTABLE_ROOT_CACHE": "/c", "XDG_CACHE_HOME": "/x", "HOME": "/h"}) == pathlib.Path("/c")
     assert cache.cache_root({"XDG_CACHE_HOME": "/x", "HOME": "/h"}) == pathlib.Path("/x/immutable-root")
@@ -392,6 +434,39 @@ def test_configure_makes_a_lab_guest(tmp_path: pathlib.Path) -> None:
     assert (tree / "etc/systemd/system/multi-user.target.wants/lab-ready.service").is_symlink()
 
 
+def _openrc_tree(tmp_path: pathlib.Path) -> pathlib.Path:
+    """The runlevel links the Debian packages leave, as in the real tree."""
+    tree = tmp_path / "tree"
+    for runlevel, service in (("sysinit", "hwclock.sh"), ("sysinit", "udev"), ("sysinit", "cgroups"),
+                              ("default", "ssh"), ("default", "bootlogs")):
+        (tree / "etc/runlevels" / runlevel).mkdir(parents=True, exist_ok=True)
+        os.symlink(f"/etc/init.d/{service}", tree / "etc/runlevels" / runlevel / service)
+    return tree
+
+
+def test_configure_makes_an_openrc_guest(tmp_path: pathlib.Path) -> None:
+    tree = _openrc_tree(tmp_path)
+    guest.configure(tree, public_key="ssh-ed25519 AAAA lab", fstab=guest.fstab_btrfs_subvol("@"), init="openrc")
+    assert (tree / "root/.ssh/authorized_keys").read_text() == "ssh-ed25519 AAAA lab\n"
+    assert (tree / "etc/resolv.conf").read_text() == guest.RESOLV_CONF and "tmpfs /tmp" in (tree / "etc/fstab").read_text()
+    assert "iface eth0 inet dhcp" in (tree / "etc/network/interfaces").read_text()
+    assert os.readlink(tree / "etc/systemd/network/99-default.link") == "/dev/null"  # the NIC keeps the name eth0
+    assert "make_resolv_conf() { :; }" in (tree / "etc/dhcp/dhclient-enter-hooks.d/lab-keep-resolv-conf").read_text()
+    inittab = (tree / "etc/inittab").read_text()
+    assert "si::sysinit:/etc/init.d/rcS" in inittab and "l2:2:wait:/etc/init.d/rc 2" in inittab and "getty" not in inittab
+    ready = tree / "etc/init.d/lab-ready"
+    assert os.access(ready, os.X_OK) and os.readlink(tree / "etc/runlevels/default/lab-ready") == "/etc/init.d/lab-ready"
+    assert sorted(p.name for p in (tree / "etc/runlevels/sysinit").iterdir()) == ["udev"]
+    assert sorted(p.name for p in (tree / "etc/runlevels/default").iterdir()) == ["lab-ready", "ssh"]
+    assert [p.name for p in (tree / "etc/systemd").rglob("*") if not p.is_dir()] == ["99-default.link"]
+
+
+def test_openrc_ready_service_is_shell_that_needs_ssh_and_prints_the_marker() -> None:
+    script = guest.OPENRC_READY_SERVICE
+    assert script.startswith("#!/sbin/openrc-run\n") and "\tneed ssh\n" in script and guest.READY_MARKER in script
+    assert subprocess.run(["sh", "-n"], input=script, text=True, check=False).returncode == 0
+
+
 def test_initramfs_hook_writes_the_module_list(tmp_path: pathlib.Path) -> None:
     from vmlab.run import run
 
@@ -409,7 +484,7 @@ def test_missing_tools_are_named_with_their_debian_package() -> None:
 
 
 def test_unknown_variant_lists_the_choices() -> None:
-    with pytest.raises(LabError, match="choose one of ext4, split-usr, split-usr-sepusr, btrfs-uefi"):
+    with pytest.raises(LabError, match="choose one of ext4, split-usr, split-usr-sepusr, btrfs-uefi, btrfs-uefi-openrc$"):
         images.variant("zfs")
 
 

@@ -8,6 +8,8 @@
 - split-usr-sepusr: the split tree with /usr on its own ext4 partition (GPT: ROOT, USR), direct kernel boot.
 - btrfs-uefi: GPT with an ESP (rEFInd and its btrfs driver) and a btrfs partition named ROOT holding the
               root filesystem in subvolume @; OVMF boots it.
+- btrfs-uefi-openrc: the btrfs-uefi layout and boot with OpenRC as init instead of systemd (sysvinit-core's
+              /sbin/init, openrc, ifupdown with dhclient on eth0).
 """
 
 from __future__ import annotations
@@ -45,6 +47,11 @@ class Variant:
     layout: str  # "ext4", "ext4-sepusr" or "btrfs-uefi"
     disk_gib: int
     description: str
+    init: str = "systemd"  # or "openrc"; see guest.INITS
+
+    def __post_init__(self) -> None:
+        if self.init not in guest.INITS:
+            raise ValueError(f"variant {self.name}: init must be one of {guest.INITS}, not {self.init!r}")
 
 
 VARIANTS: dict[str, Variant] = {
@@ -55,6 +62,9 @@ VARIANTS: dict[str, Variant] = {
                                 "the split-usr tree with /usr on its own ext4 partition, direct kernel boot"),
     "btrfs-uefi": Variant("btrfs-uefi", guest.VM_TREE, "btrfs-uefi", 4,
                           "bookworm on btrfs subvolume @ (GPT partition ROOT), rEFInd on the ESP, OVMF boot"),
+    "btrfs-uefi-openrc": Variant("btrfs-uefi-openrc", guest.VM_OPENRC_TREE, "btrfs-uefi", 4,
+                                 "the btrfs-uefi layout and boot with sysvinit and OpenRC as init instead of systemd",
+                                 init="openrc"),
 }
 
 
@@ -82,8 +92,8 @@ def direct_root_args(layout: str = "ext4") -> str:
     return "root=/dev/vda1 rw" if layout == "ext4-sepusr" else "root=/dev/vda rw"
 
 
-def uefi_kernel_args() -> str:
-    return f"root=PARTLABEL=ROOT rootflags=subvol=@ rw {guest.KERNEL_TUNING}"
+def uefi_kernel_args(init: str = "systemd") -> str:
+    return f"root=PARTLABEL=ROOT rootflags=subvol=@ rw {guest.kernel_tuning(init)}"
 
 
 def key_fields(spec: Variant, public_key: str, refind_digest: str | None) -> dict[str, object]:
@@ -94,15 +104,17 @@ def key_fields(spec: Variant, public_key: str, refind_digest: str | None) -> dic
         "disk_gib": spec.disk_gib,
         "tree": spec.tree.key(),
         "ssh_public_key": public_key,
-        "guest": [guest.NETWORK, guest.RESOLV_CONF, guest.READY_UNIT, list(guest.MASKED_UNITS), guest.TMP_MOUNT],
+        "guest": guest.key_material(spec.init),
         "builder_version": IMAGE_BUILDER_VERSION,
     }
+    if spec.init != "systemd":  # only then: the systemd variants keep the keys of their cached images
+        fields["init"] = spec.init
     if spec.layout == "ext4-sepusr":
         fields["fstab"] = guest.fstab_ext4_separate_usr()
         fields["partitions_mib"] = [SEPUSR_ROOT_MIB, SEPUSR_USR_MIB]
     if spec.layout == "btrfs-uefi":
         fields["refind"] = refind_digest
-        fields["refind_conf"] = refind.refind_conf(uefi_kernel_args())
+        fields["refind_conf"] = refind.refind_conf(uefi_kernel_args(spec.init))
         fields["esp_mib"] = ESP_MIB
     return fields
 
@@ -141,7 +153,7 @@ def _build(spec: Variant, cache: Path, staging: Path, log: Path) -> None:
     rootfs.extract_tree(tarball, tree)
     fstab = {"ext4": guest.fstab_ext4(), "ext4-sepusr": guest.fstab_ext4_separate_usr()}.get(
         spec.layout, guest.fstab_btrfs_subvol("@"))
-    guest.configure(tree, public_key=sshkey.public_key(sshkey.ensure_key(cache)), fstab=fstab)
+    guest.configure(tree, public_key=sshkey.public_key(sshkey.ensure_key(cache)), fstab=fstab, init=spec.init)
     kernel, initrd = guest.kernel_and_initrd(tree)
     kernel_version = kernel.name.removeprefix("vmlinuz-")
     raw = staging / "disk.raw"
@@ -163,7 +175,7 @@ def _build(spec: Variant, cache: Path, staging: Path, log: Path) -> None:
         run_logged(["mkfs.ext4", "-q", "-F", "-L", "labroot", "-d", str(tree), str(raw)], log=log, timeout=STEP_TIMEOUT,
                    what=f"{what}: mkfs.ext4 -d")
     else:
-        meta.update({"boot": "uefi", "kernel_args": uefi_kernel_args()})
+        meta.update({"boot": "uefi", "init": spec.init, "kernel_args": uefi_kernel_args(spec.init)})
         _assemble_btrfs_uefi(spec, cache, staging, tree, raw, log)
     run_logged(["rm", "-rf", "--one-file-system", str(tree)], log=log, timeout=STEP_TIMEOUT, what=f"{what}: removing the staged tree")
     run_logged(["qemu-img", "convert", "-O", "qcow2", str(raw), str(staging / DISK_FILE)], log=log, timeout=STEP_TIMEOUT,
@@ -211,7 +223,7 @@ def _assemble_btrfs_uefi(spec: Variant, cache: Path, staging: Path, tree: Path, 
     what = f"image {spec.name}"
     layout: GptLayout = gpt_layout(ESP_MIB, spec.disk_gib * 1024)
     esp = staging / "esp.img"
-    refind.make_esp(esp, ESP_MIB, refind.ensure_refind(cache), refind.refind_conf(uefi_kernel_args()))
+    refind.make_esp(esp, ESP_MIB, refind.ensure_refind(cache), refind.refind_conf(uefi_kernel_args(spec.init)))
     root = staging / "root.img"
     with root.open("wb") as handle:
         handle.truncate(layout.root_bytes)

@@ -339,12 +339,13 @@ def _console_since(path: Path, offset: int, markers: tuple[str, ...]) -> bool:
 
 
 def reboot(inst: Instance, timeout: float = DEFAULT_BOOT_TIMEOUT) -> float:
-    """Reboot from inside (systemctl reboot); seconds until SSH answers in the new boot."""
+    """Reboot from inside (`reboot`); seconds until SSH answers in the new boot."""
     old = boot_id(inst.target)
     if old is None:
         raise LabError(f"{inst.name} does not answer SSH, so it cannot reboot itself; try power-cycle")
     started = time.monotonic()
-    run_in_guest(inst.target, ["systemctl", "reboot"], timeout=30)  # the connection may drop: exit status ignored
+    # /sbin/reboot is systemctl under systemd and sysvinit's (shutdown -r, runlevel 6 -> OpenRC) in the OpenRC guest.
+    run_in_guest(inst.target, ["reboot"], timeout=30)  # the connection may drop: exit status ignored
     wait_ssh(inst, timeout, previous_boot=old)
     return time.monotonic() - started
 
