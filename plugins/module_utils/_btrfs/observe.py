@@ -260,9 +260,10 @@ def observe(runner: Runner, top: str, root: str = "/", commons: t.Sequence[str] 
     if building_stray is not None:
         strays.append(building_stray)
     booted, mounted = mounted_subvolumes(read_mountinfo(), top, root)
-    layout = Layout(building=building, top=top, directories=frozenset(directories), commons=common_subvolumes, template=template,
+    layout = Layout(top=top, directories=frozenset(directories), commons=common_subvolumes, template=template,
                     generations=generations, current_text=current_text, link_directories=tuple(link_directories),
-                    strays=tuple(strays), booted=booted, mounted=mounted, blocked=frozenset(blocked))
+                    strays=tuple(strays), booted=booted, mounted=mounted, blocked=frozenset(blocked),
+                    building=building)
     wanted = {name for name in fstabs_of if name in names}
     for name in (generations[-1].name if generations else None, layout.current_name()):
         if name is not None:
