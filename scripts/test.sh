@@ -5,7 +5,8 @@
 # includes it); long runs the tests marked `long` (make test-long), which pytest leaves out; vm and host split pytest
 # into the VM tests and the rest.
 # Without stages the suite runs as two lanes at once, so the VM lane (QEMU under TCG, SSH waits and reboots) and the
-# rest overlap: lane "vm" is the VM tests, lane "checks" is lint docs types sanity units host. Each lane's output is
+# rest overlap: lane "vm" is the VM tests, lane "checks" is lint docs types sanity units host, then the VM tests marked
+# checks_lane (the fleet scenario), which run beside the vm lane's last scenarios. Each lane's output is
 # prefixed with its name; the run fails if either lane fails. PYTEST_ADDOPTS passes extra options to pytest.
 set -euo pipefail
 
@@ -86,6 +87,17 @@ stage_vm() {
   run_pytest --durations=0 -m "not long" tests/vm
 }
 
+# make test's two lanes split the VM tests: the checks lane runs those marked checks_lane once its checks are done.
+stage_vm_lane() {
+  log "pytest: the VM lab and the molecule scenarios of the vm lane"
+  run_pytest --durations=0 -m "not long and not checks_lane" tests/vm
+}
+
+stage_vm_after_checks() {
+  log "pytest: the molecule scenarios of the checks lane (marked checks_lane)"
+  run_pytest --durations=0 -m "checks_lane" tests/vm
+}
+
 stage_long() {
   log "pytest: the scenarios beyond make test's budget (marked long)"
   run_pytest --durations=0 -m long tests
@@ -123,9 +135,9 @@ if [ $# -gt 0 ]; then
 fi
 
 start=$(date +%s)
-lane vm vm &
+lane vm vm_lane &
 vm_pid=$!
-lane checks lint docs types sanity units host &
+lane checks lint docs types sanity units host vm_after_checks &
 checks_pid=$!
 status=0
 wait "$checks_pid" || { status=1; log "lane checks FAILED"; }

@@ -21,11 +21,21 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 # Scenarios that do not fit `make test`'s 60-minute budget beside the others run in `make test-long` (marked `long`);
 # each role keeps a reboot-verified scenario in `make test`. lab_smoke's proof (the lab end to end with builtins:
 # create, converge, idempotence, reboot, verify) is part of every role scenario and of test_lab_vm's lifecycle test.
-# Under TCG the VMs are CPU-bound: a third lane running fleet beside the other scenarios (measured 2026-12-03 on 2
-# cores) slowed every scenario about 2x and ended after 63 minutes, no sooner than running them one after another.
 # alpine_atomic_root_openrc repeats the role on OpenRC (four boots beyond the systemd scenario's).
-LONG_SCENARIOS = {"alpine_atomic_root_openrc", "fleet", "lab_smoke"}
-SCENARIOS = [pytest.param(name, marks=[pytest.mark.long] if name in LONG_SCENARIOS else [])
+LONG_SCENARIOS = {"alpine_atomic_root_openrc", "lab_smoke"}
+# Under TCG the VMs are CPU-bound. A third lane running fleet from the start (measured 2026-12-03 on 2 cores) slowed
+# every scenario about 2x; once the checks are done, the vm lane's single VM leaves the second core mostly idle, so
+# `make test` runs these scenarios at the end of its checks lane (scripts/test.sh), beside the vm lane's last ones.
+CHECKS_LANE_SCENARIOS = {"fleet"}
+
+
+def _marks(name: str) -> list[pytest.MarkDecorator]:
+    if name in LONG_SCENARIOS:
+        return [pytest.mark.long]
+    return [pytest.mark.checks_lane] if name in CHECKS_LANE_SCENARIOS else []
+
+
+SCENARIOS = [pytest.param(name, marks=_marks(name))
              for name in sorted(path.parent.name for path in (REPO / "molecule").glob("*/molecule.yml"))]
 # A scenario boots one to three VMs (about 30-50 s each under TCG, minutes on a loaded machine) and runs a few
 # playbooks; a hung boot is ended by labctl's own bounded wait long before this. The longest scenario takes about
