@@ -1,5 +1,5 @@
 # The README documents these targets. Each one sets itself up first.
-.PHONY: setup test test-long lint docs types sanity units pytest host vm ecosystem hostile bench demo release clean
+.PHONY: setup test test-long powercut lint docs types sanity units pytest host vm ecosystem hostile bench demo release clean
 
 setup:
 	scripts/setup.sh
@@ -10,6 +10,10 @@ test: setup
 # The scenarios beyond make test's 60-minute budget (the README lists them with their times).
 test-long: setup
 	scripts/test.sh long
+
+# Power cuts inside lab VMs at every step boundary of the operations that rewrite the root (README: its time).
+powercut: setup
+	scripts/test.sh powercut
 
 lint docs types sanity units pytest host vm ecosystem hostile: setup
 	scripts/test.sh $@

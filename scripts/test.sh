@@ -2,7 +2,8 @@
 # shellcheck disable=SC2317  # the stage_* functions are called by name
 # The whole test suite, in stages: scripts/test.sh [stage...]
 # Stages: lint docs types sanity units pytest (default: all of them); ecosystem runs only tests/ecosystem (pytest
-# includes it); long runs the tests marked `long` (make test-long), which pytest leaves out; vm and host split pytest
+# includes it); long runs the tests marked `long` (make test-long), which pytest leaves out; powercut runs the power cuts
+# inside VMs (make powercut), which every other stage leaves out; vm and host split pytest
 # into the VM tests and the rest.
 # Without stages the suite runs as two lanes at once, so the VM lane (QEMU under TCG, SSH waits and reboots) and the
 # rest overlap: lane "vm" is the VM tests, lane "checks" is lint docs types sanity units host, then the VM tests marked
@@ -74,23 +75,23 @@ run_pytest() {
 
 stage_pytest() {
   log "pytest: unit, host integration and VM scenarios (in a private mount namespace)"
-  run_pytest --durations=25 -m "not long" tests
+  run_pytest --durations=25 -m "not long and not powercut" tests
 }
 
 stage_host() {
   log "pytest: unit, host integration and ecosystem tests (in a private mount namespace)"
-  run_pytest --durations=15 -m "not long" --ignore=tests/vm tests
+  run_pytest --durations=15 -m "not long and not powercut" --ignore=tests/vm tests
 }
 
 stage_vm() {
   log "pytest: the VM lab and the molecule scenarios"
-  run_pytest --durations=0 -m "not long" tests/vm
+  run_pytest --durations=0 -m "not long and not powercut" tests/vm
 }
 
 # make test's two lanes split the VM tests: the checks lane runs those marked checks_lane once its checks are done.
 stage_vm_lane() {
   log "pytest: the VM lab and the molecule scenarios of the vm lane"
-  run_pytest --durations=0 -m "not long and not checks_lane" tests/vm
+  run_pytest --durations=0 -m "not long and not powercut and not checks_lane" tests/vm
 }
 
 stage_vm_after_checks() {
@@ -101,6 +102,11 @@ stage_vm_after_checks() {
 stage_long() {
   log "pytest: the scenarios beyond make test's budget (marked long)"
   run_pytest --durations=0 -m long tests
+}
+
+stage_powercut() {
+  log "pytest: power cuts inside lab VMs at every step boundary (tests/vm/test_powercut_vm.py)"
+  run_pytest --durations=0 -s -m powercut tests/vm
 }
 
 stage_ecosystem() {

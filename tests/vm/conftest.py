@@ -20,6 +20,7 @@ if str(LAB) not in sys.path:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "vm: builds cached images or boots QEMU VMs (root, minutes under TCG)")
     config.addinivalue_line("markers", "long: runs in `make test-long` only (beyond make test's 60-minute budget)")
+    config.addinivalue_line("markers", "powercut: power cuts inside VMs at every step boundary (`make powercut` only)")
     config.addinivalue_line("markers", "checks_lane: a VM test that `make test` runs in its checks lane, after the checks")
 
 
