@@ -181,10 +181,11 @@ def test_power_cut_at_every_boundary_of_the_current_switch(lab_factory: t.Callab
             problems.append("boundary %d (%s): booted %r, current %r, system %s (old %s, new %s)"
                             % (number, name, booted, current, state, old, new))
         lab.play_ok(switch, {"powercut_target": new})
-        if booted_and_current(lab)[1] == new:
+        after_rerun = booted_and_current(lab)[1]
+        if after_rerun == new:
             counts.reruns_converged += 1
         else:
-            problems.append("boundary %d (%s): the rerun left current at %s" % (number, name, booted_and_current(lab)[1]))
+            problems.append("boundary %d (%s): the rerun left current at %s" % (number, name, after_rerun))
     print(counts.line("btrfs_generation state=current"))
     assert problems == [], "\n".join(problems)
 
