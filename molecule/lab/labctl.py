@@ -4,7 +4,8 @@
 """labctl: build cached Debian images and run lab VMs with QEMU.
 
     python3 molecule/lab/labctl.py build ext4                       # or split-usr, split-usr-sepusr, btrfs-uefi,
-                                                                    #    btrfs-uefi-openrc (OpenRC as init)
+                                                                    #    btrfs-uefi-openrc (OpenRC as init),
+                                                                    #    ext4-trixie (systemd 257, dracut initrd)
     python3 molecule/lab/labctl.py tree minbase                     # host-test trees: minbase, split-usr
     python3 molecule/lab/labctl.py up box1 --variant ext4 --disk 2G # prints the instance as JSON
     python3 molecule/lab/labctl.py ssh box1 -- systemctl is-system-running   # OpenRC guest: rc-status

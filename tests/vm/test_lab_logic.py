@@ -99,6 +99,40 @@ def test_openrc_image_key_follows_each_guest_file(monkeypatch: pytest.MonkeyPatc
     assert cache.content_key(images.key_fields(images.VARIANTS["btrfs-uefi"], "k", "r")) == systemd_before
 
 
+def test_trixie_variant_is_ext4_on_a_trixie_tree_with_dracut_instead_of_initramfs_tools() -> None:
+    trixie, ext4 = images.VARIANTS["ext4-trixie"], images.VARIANTS["ext4"]
+    assert (trixie.layout, trixie.disk_gib, trixie.init) == (ext4.layout, ext4.disk_gib, "systemd")
+    assert trixie.tree is guest.VM_TRIXIE_TREE and trixie.tree.suite == "trixie" and trixie.tree.tool == "mmdebstrap"
+    packages = set(trixie.tree.packages)
+    assert {"openssh-server", "python3", "btrfs-progs", "squashfs-tools", "erofs-utils", "pacman-package-manager", "makepkg",
+            "systemd-repart", "cryptsetup-bin", "dracut"} <= packages
+    assert set(guest.PACKAGES) - packages == {"initramfs-tools"}  # dracut conflicts with it
+    assert trixie.tree.essential_hooks == (guest.DRACUT_HOOK,)
+    assert trixie.tree.customize_hooks == (guest.ENABLE_NETWORKD, guest.CHECK_DRACUT_INITRD)
+    fields = images.key_fields(trixie, "k", None)
+    assert fields["guest"] == guest.key_material("systemd", "trixie") != guest.key_material("systemd")
+    assert "init" not in fields and "refind" not in fields and fields["tree"] == guest.VM_TRIXIE_TREE.key()
+    assert cache.content_key(fields) != cache.content_key(images.key_fields(ext4, "k", None))
+    assert images.direct_root_args(trixie.layout) == "root=/dev/vda rw"
+    assert fields["kernel_args"] == trixie.kernel_args == "no_timer_check"
+    assert not any("kernel_args" in images.key_fields(spec, "k", "r") for spec in images.VARIANTS.values() if spec is not trixie)
+    with pytest.raises(ValueError, match="kernel_args need a direct-boot layout"):
+        images.Variant("x", guest.VM_TREE, "btrfs-uefi", 4, "x", kernel_args="quiet")
+
+
+@pytest.mark.parametrize("change", [
+    ("TRIXIE_MASKED_UNITS", ("x.service",)), ("TRIXIE_DISABLED_GENERATORS", ("x-generator",)), ("UPDATE_STAMP", "x"),
+])
+def test_trixie_image_key_follows_its_guest_trims_and_leaves_bookworm_alone(
+        monkeypatch: pytest.MonkeyPatch, change: tuple[str, object]) -> None:
+    trixie, ext4 = images.VARIANTS["ext4-trixie"], images.VARIANTS["ext4"]
+    before = cache.content_key(images.key_fields(trixie, "k", None))
+    ext4_before = cache.content_key(images.key_fields(ext4, "k", None))
+    monkeypatch.setattr(guest, *change)
+    assert cache.content_key(images.key_fields(trixie, "k", None)) != before
+    assert cache.content_key(images.key_fields(ext4, "k", None)) == ext4_before
+
+
 def test_variants_and_configure_refuse_an_unknown_init(tmp_path: pathlib.Path) -> None:
     with pytest.raises(ValueError, match="init must be one of"):
         images.Variant("x", guest.VM_TREE, "ext4", 4, "x", init="runit")
@@ -246,6 +280,46 @@ def test_mirror_and_source_files_come_from_the_given_root(tmp_path: pathlib.Path
     assert aptsources.files_serving("bookworm", tmp_path) == [tmp_path / "etc/apt/sources.list.d/debian.sources"]
     with pytest.raises(LabError, match="no apt source for 'sid' main"):
         aptsources.mirror_uri("sid", tmp_path)
+
+
+def _host_root(tmp_path: pathlib.Path, sources: str = DEB822, codename: str = "bookworm") -> pathlib.Path:
+    (tmp_path / "etc/apt/sources.list.d").mkdir(parents=True)
+    (tmp_path / "etc/apt/sources.list.d/debian.sources").write_text(sources)
+    (tmp_path / "etc/os-release").write_text(f'PRETTY_NAME="Debian"\nVERSION_CODENAME={codename}\nID=debian\n')
+    return tmp_path
+
+
+def test_a_suite_the_host_does_not_list_comes_from_the_mirrors_of_the_hosts_release(tmp_path: pathlib.Path) -> None:
+    root = _host_root(tmp_path)
+    assert aptsources.host_codename(root) == "bookworm"
+    text = aptsources.derived_sources("trixie", root)
+    assert aptsources.parse_deb822(text) == [
+        aptsources.AptSource(("deb",), ("file:/srv/mirror/debian",), ("trixie", "trixie-updates"), ("main",),
+                             signed_by="/usr/share/keyrings/debian-archive-keyring.gpg"),
+        aptsources.AptSource(("deb",), ("file:/srv/mirror/security",), ("trixie-security",), ("main",)),
+    ]  # the disabled trixie stanza is not revived, and deb-src is dropped
+    scratch = tmp_path / "scratch"
+    assert aptsources.mmdebstrap_mirrors("trixie", scratch, root) == [scratch / "trixie.sources"]
+    assert (scratch / "trixie.sources").read_text() == text
+    # A suite the host lists is served from the host's own files, and nothing is written.
+    assert aptsources.mmdebstrap_mirrors("bookworm", tmp_path / "unused", root) == [root / "etc/apt/sources.list.d/debian.sources"]
+    assert not (tmp_path / "unused").exists()
+
+
+def test_deriving_a_suite_needs_the_hosts_codename_and_a_source_for_it(tmp_path: pathlib.Path) -> None:
+    with pytest.raises(LabError, match="no VERSION_CODENAME"):
+        aptsources.derived_sources("trixie", _host_root(tmp_path / "a", codename=""))
+    with pytest.raises(LabError, match=r"none serving the host's own release \(bullseye\)"):
+        aptsources.derived_sources("trixie", _host_root(tmp_path / "b", codename="bullseye"))
+    assert aptsources.renamed_suite("bookworm-backports", "bookworm", "trixie") == "trixie-backports"
+    assert aptsources.renamed_suite("bookwormish", "bookworm", "trixie") is None
+
+
+def test_signed_by_is_kept_from_both_source_formats_but_not_an_inline_key() -> None:
+    one_line = aptsources.parse_one_line("deb [arch=amd64 signed-by=/k.gpg] file:/srv/m bookworm main\n")
+    assert one_line[0].signed_by == "/k.gpg" and one_line[0].uris == ("file:/srv/m",)
+    inline = "Types: deb\nURIs: file:/m\nSuites: bookworm\nComponents: main\nSigned-By:\n -----BEGIN PGP PUBLIC KEY BLOCK-----\n .\n"
+    assert aptsources.parse_deb822(inline)[0].signed_by == ""
 
 
 def test_printed_commands_hide_the_mirror() -> None:
@@ -434,6 +508,33 @@ def test_configure_makes_a_lab_guest(tmp_path: pathlib.Path) -> None:
     assert (tree / "etc/systemd/system/multi-user.target.wants/lab-ready.service").is_symlink()
 
 
+def test_configure_trims_the_trixie_guest_and_dates_the_update_stamps_like_usr(tmp_path: pathlib.Path) -> None:
+    tree = tmp_path / "tree"
+    (tree / "usr").mkdir(parents=True)
+    (tree / "var").mkdir()
+    os.utime(tree / "usr", ns=(1_700_000_000_123_456_789, 1_700_000_000_123_456_789))
+    guest.configure(tree, public_key="ssh-ed25519 AAAA lab", fstab=guest.fstab_ext4(), suite="trixie")
+    assert os.readlink(tree / "etc/systemd/system/e2scrub_reap.service") == "/dev/null"  # the bookworm trims too
+    for unit in guest.TRIXIE_MASKED_UNITS:
+        assert os.readlink(tree / "etc/systemd/system" / unit) == "/dev/null"
+    assert sorted(p.name for p in (tree / "etc/systemd/system-generators").iterdir()) == sorted(guest.TRIXIE_DISABLED_GENERATORS)
+    assert all(os.readlink(p) == "/dev/null" for p in (tree / "etc/systemd/system-generators").iterdir())
+    assert {"systemd-fstab-generator", "systemd-getty-generator", "systemd-debug-generator"}.isdisjoint(
+        guest.TRIXIE_DISABLED_GENERATORS)
+    for stamp in ("etc/.updated", "var/.updated"):
+        # ConditionNeedsUpdate= is false while /usr is not newer than the stamp.
+        assert (tree / stamp).stat().st_mtime_ns == (tree / "usr").stat().st_mtime_ns
+        assert (tree / stamp).read_text().endswith("TIMESTAMP_NSEC=1700000000123456789\n")
+
+
+def test_bookworm_guests_get_none_of_the_trixie_trims(tmp_path: pathlib.Path) -> None:
+    tree = tmp_path / "tree"
+    (tree / "usr").mkdir(parents=True)
+    guest.configure(tree, public_key="k", fstab=guest.fstab_ext4())
+    assert not (tree / "etc/systemd/system-generators").exists() and not (tree / "etc/.updated").exists()
+    assert not (tree / "etc/systemd/system/dracut-shutdown.service").is_symlink()
+
+
 def _openrc_tree(tmp_path: pathlib.Path) -> pathlib.Path:
     """The runlevel links the Debian packages leave, as in the real tree."""
     tree = tmp_path / "tree"
@@ -476,6 +577,65 @@ def test_initramfs_hook_writes_the_module_list(tmp_path: pathlib.Path) -> None:
     assert hook.read_text() == guest.INITRAMFS_MODULES_HOOK and os.access(hook, os.X_OK)
 
 
+def _dracut_setting(conf: pathlib.Path, name: str) -> list[str]:
+    """What dracut reads: its configuration files are bash sourced in order."""
+    result = subprocess.run(["bash", "-euc", f'. "$1"; printf "%s" "${{{name}:-}}"', "bash", str(conf)],
+                            capture_output=True, text=True, check=True)
+    return result.stdout.split()
+
+
+def test_dracut_hook_writes_a_generic_small_initrd_with_systemd_as_init(tmp_path: pathlib.Path) -> None:
+    from vmlab.run import run
+
+    run(["sh", "-euc", guest.DRACUT_HOOK, "sh", str(tmp_path)], timeout=30)
+    conf = tmp_path / guest.DRACUT_CONF_FILE
+    assert conf.read_text() == guest.DRACUT_CONF and conf.parent == tmp_path / "etc/dracut.conf.d"
+    assert _dracut_setting(conf, "hostonly") == ["no"] and _dracut_setting(conf, "hostonly_cmdline") == ["no"]
+    # systemd-initrd brings systemd (whose module links /init to it), udevd and journald; no dracut shell services.
+    assert _dracut_setting(conf, "dracutmodules") == ["systemd-initrd", "kernel-modules"]
+    assert _dracut_setting(conf, "drivers") == ["virtio_pci", "virtio_blk", "virtio_scsi", "ext4", "crc32c_generic"]
+    assert _dracut_setting(conf, "install_items") == ["fsck", "e2fsck", "fsck.ext4", "/etc/modules-load.d/lab-initrd.conf"]
+    assert _dracut_setting(conf, "compress") == ["zstd"] and _dracut_setting(conf, "early_microcode") == ["no"]
+    early = tmp_path / guest.EARLY_MODULES_FILE
+    assert [line for line in early.read_text().splitlines() if not line.startswith("#")] == ["virtio_blk"]
+    assert "/" + guest.EARLY_MODULES_FILE in guest.DRACUT_INSTALL_ITEMS
+    assert set(guest.EARLY_MODULES) <= set(guest.DRACUT_DRIVERS)
+
+
+def _fake_chroot(tmp_path: pathlib.Path, listing: str) -> dict[str, str]:
+    """A `chroot` on PATH that answers `chroot TREE lsinitrd FILE` with `listing`."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "listing").write_text(listing)
+    (bin_dir / "chroot").write_text(f'#!/bin/sh\n[ "$2" = lsinitrd ] && cat "{bin_dir}/listing"\n')
+    (bin_dir / "chroot").chmod(0o755)
+    return {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+
+
+@pytest.mark.parametrize("listing, ok", [
+    ("drwxr-xr-x  12 root root  0 Dec  3 16:25 .\nlrwxrwxrwx   1 root root 23 Dec  3 16:25 init -> usr/lib/systemd/systemd\n", True),
+    ("lrwxrwxrwx   1 root root 24 Dec  3 16:25 init -> /usr/lib/systemd/systemd\n", True),
+    ("-rwxr-xr-x   1 root root 7100 Dec  3 16:25 init\n", False),  # initramfs-tools' shell script
+    ("lrwxrwxrwx   1 root root 17 Dec  3 16:25 init -> usr/lib/systemd/systemd-x\n", False),
+])
+def test_tree_check_accepts_only_initrds_whose_init_is_systemd(tmp_path: pathlib.Path, listing: str, ok: bool) -> None:
+    tree = tmp_path / "tree"
+    (tree / "boot").mkdir(parents=True)
+    (tree / "boot/initrd.img-6.12.0-amd64").write_bytes(b"")
+    result = subprocess.run(["sh", "-c", guest.CHECK_DRACUT_INITRD, "sh", str(tree)], env=_fake_chroot(tmp_path, listing),
+                            capture_output=True, text=True, check=False)
+    assert (result.returncode == 0) == ok, result.stderr
+    if not ok:
+        assert "initrd.img-6.12.0-amd64: /init is not systemd" in result.stderr
+
+
+def test_tree_check_fails_without_an_initrd(tmp_path: pathlib.Path) -> None:
+    (tmp_path / "tree/boot").mkdir(parents=True)
+    result = subprocess.run(["sh", "-c", guest.CHECK_DRACUT_INITRD, "sh", str(tmp_path / "tree")],
+                            env=_fake_chroot(tmp_path, ""), capture_output=True, text=True, check=False)
+    assert result.returncode == 1 and "no initrd in" in result.stderr
+
+
 def test_missing_tools_are_named_with_their_debian_package() -> None:
     with pytest.raises(MissingTool) as caught:
         require_tools(["mkfs.ext4", "no-such-tool-anywhere", "ls"])
@@ -484,7 +644,7 @@ def test_missing_tools_are_named_with_their_debian_package() -> None:
 
 
 def test_unknown_variant_lists_the_choices() -> None:
-    with pytest.raises(LabError, match="choose one of ext4, split-usr, split-usr-sepusr, btrfs-uefi, btrfs-uefi-openrc$"):
+    with pytest.raises(LabError, match="choose one of ext4, split-usr, split-usr-sepusr, btrfs-uefi, btrfs-uefi-openrc, ext4-trixie$"):
         images.variant("zfs")
 
 

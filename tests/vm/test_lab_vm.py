@@ -142,6 +142,16 @@ def test_after_a_sigkilled_labctl_down_still_finds_and_stops_its_qemu(state_root
         "cat /proc/1/comm; rc-status -r; rc-status --crashed || true; ip -4 -o addr show eth0 | grep -o 10.0.2.15/24",
         "/dev/vda2[/@] btrfs\nROOT\nuefi\ninit\ndefault\n10.0.2.15/24",
         marks=pytest.mark.long),
+    # No make test scenario boots the trixie variant yet.  Both initrd checks are false after initramfs-tools' shell
+    # /init (bookworm: InitRDTimestampMonotonic=0, no such message): only a systemd that ran in the initrd sets them.
+    pytest.param(
+        "ext4-trixie",
+        "systemctl --version | head -n 1 | cut -d\" \" -f2; findmnt -no SOURCE,FSTYPE /;"
+        "test \"$(systemctl show -p InitRDTimestampMonotonic --value)\" -gt 0 && echo initrd-timestamp;"
+        "journalctl -b -q -o cat -t systemd | grep -qx \"Running in initrd.\" && echo systemd-in-initrd;"
+        "systemctl is-system-running --wait || true",
+        "257\n/dev/vda ext4\ninitrd-timestamp\nsystemd-in-initrd\nrunning",
+        marks=pytest.mark.long),
 ])
 def test_variant_boots_with_its_layout_through_the_cli(state_root: pathlib.Path, variant: str, script: str, expected: str) -> None:
     labctl = [sys.executable, str(LABCTL), "--state-dir", str(state_root)]

@@ -4,7 +4,9 @@
 """The host's apt sources, read at run time: the lab never names a mirror itself.
 
 mmdebstrap gets the host's source files as its MIRROR arguments (it pastes a file's contents into the tree),
-debootstrap gets the URI of the first host source that serves the suite's `main` component.
+debootstrap gets the URI of the first host source that serves the suite's `main` component.  A suite the host does
+not list (trixie on a bookworm host) comes from the mirrors of the host's own release: a Debian archive serves every
+release, and debian-archive-keyring holds the keys of the next one.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ class AptSource:
     suites: tuple[str, ...]
     components: tuple[str, ...]
     enabled: bool = True
+    signed_by: str = ""  # a keyring path; an inline key block is not kept
 
     def serves(self, suite: str, component: str = "main") -> bool:
         return self.enabled and "deb" in self.types and suite in self.suites and component in self.components
@@ -33,8 +36,10 @@ def parse_deb822(text: str) -> list[AptSource]:
     for stanza in _stanzas(text):
         fields = {key.lower(): value.split() for key, value in stanza.items()}
         enabled = (stanza.get("Enabled", "yes").strip().lower() != "no")
+        signed_by = stanza.get("Signed-By", "").strip()
         sources.append(AptSource(tuple(fields.get("types", [])), tuple(fields.get("uris", [])),
-                                 tuple(fields.get("suites", [])), tuple(fields.get("components", [])), enabled))
+                                 tuple(fields.get("suites", [])), tuple(fields.get("components", [])), enabled,
+                                 signed_by if signed_by.startswith("/") and " " not in signed_by else ""))
     return sources
 
 
@@ -69,12 +74,17 @@ def parse_one_line(text: str) -> list[AptSource]:
         line = raw.split("#", 1)[0].strip()
         if not line:
             continue
+        options: dict[str, str] = {}
         if "[" in line and "]" in line:
+            for option in line[line.index("[") + 1:line.index("]")].split():
+                key, _sep, value = option.partition("=")
+                options[key.lower()] = value
             line = line[:line.index("[")] + line[line.index("]") + 1:]
         words = line.split()
         if len(words) < 3 or words[0] not in ("deb", "deb-src"):
             continue
-        sources.append(AptSource((words[0],), (words[1],), (words[2],), tuple(words[3:])))
+        sources.append(AptSource((words[0],), (words[1],), (words[2],), tuple(words[3:]),
+                                 signed_by=options.get("signed-by", "")))
     return sources
 
 
@@ -93,9 +103,13 @@ def parse_file(path: Path) -> list[AptSource]:
     return parse_deb822(text) if path.suffix == ".sources" else parse_one_line(text)
 
 
+def _files_serving(suite: str, root: Path) -> list[Path]:
+    return [path for path in source_files(root) if any(src.serves(suite) for src in parse_file(path))]
+
+
 def files_serving(suite: str, root: Path = Path("/")) -> list[Path]:
     """Host source files with an enabled `deb` entry for `suite` main: mmdebstrap's MIRROR arguments."""
-    found = [path for path in source_files(root) if any(src.serves(suite) for src in parse_file(path))]
+    found = _files_serving(suite, root)
     if not found:
         raise LabError(f"no apt source for '{suite}' main in {root / 'etc/apt/sources.list'} or sources.list.d/; "
                        "the lab builds Debian trees from the host's configured apt sources")
@@ -109,3 +123,67 @@ def mirror_uri(suite: str, root: Path = Path("/")) -> str:
             if src.serves(suite) and src.uris:
                 return src.uris[0]
     raise LabError(f"no apt source for '{suite}' main in {root / 'etc/apt'}; debootstrap needs the host's mirror")
+
+
+def host_codename(root: Path = Path("/")) -> str:
+    """VERSION_CODENAME of the host's os-release ("" when it has none)."""
+    for relative in ("etc/os-release", "usr/lib/os-release"):
+        path = root / relative
+        if path.is_file():
+            for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+                key, sep, value = line.partition("=")
+                if sep and key.strip() == "VERSION_CODENAME":
+                    return value.strip().strip("\"'")
+            return ""
+    return ""
+
+
+def renamed_suite(suite: str, codename: str, target: str) -> str | None:
+    """`codename` -> `target` and `codename-X` -> `target-X` (updates, security); None for any other suite."""
+    if suite == codename:
+        return target
+    if suite.startswith(codename + "-"):
+        return target + suite[len(codename):]
+    return None
+
+
+def derived_sources(suite: str, root: Path = Path("/")) -> str:
+    """A deb822 sources file for `suite` on the mirrors that serve the host's own release, main only.
+
+    Every enabled `deb` source serving the host's codename becomes a stanza with the same URIs and Signed-By,
+    its suites renamed (bookworm-updates -> trixie-updates, bookworm-security -> trixie-security).
+    """
+    codename = host_codename(root)
+    stanzas = []
+    serves_suite = False
+    if codename and codename != suite:
+        for path in source_files(root):
+            for src in parse_file(path):
+                if not (src.enabled and "deb" in src.types and "main" in src.components and src.uris):
+                    continue
+                suites = [renamed for renamed in (renamed_suite(s, codename, suite) for s in src.suites) if renamed]
+                if not suites:
+                    continue
+                serves_suite = serves_suite or suite in suites
+                stanza = ["Types: deb", f"URIs: {' '.join(src.uris)}", f"Suites: {' '.join(suites)}", "Components: main"]
+                if src.signed_by:
+                    stanza.append(f"Signed-By: {src.signed_by}")
+                stanzas.append("\n".join(stanza) + "\n")
+    if not serves_suite:
+        raise LabError(f"no apt source for '{suite}' main in {root / 'etc/apt'}, and none serving the host's own release "
+                       f"({codename or 'no VERSION_CODENAME in os-release'}) to take it from; the lab builds Debian trees "
+                       "from the host's configured apt sources")
+    return "\n".join(stanzas)
+
+
+def mmdebstrap_mirrors(suite: str, scratch: Path, root: Path = Path("/")) -> list[Path]:
+    """mmdebstrap's MIRROR arguments for `suite`: the host's own source files when they serve it, else one file
+    written into `scratch` by `derived_sources`."""
+    found = _files_serving(suite, root)
+    if found:
+        return found
+    text = derived_sources(suite, root)
+    scratch.mkdir(parents=True, exist_ok=True)
+    path = scratch / f"{suite}.sources"
+    path.write_text(text)
+    return [path]

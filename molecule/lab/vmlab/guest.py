@@ -63,6 +63,83 @@ OPENRC_PACKAGES = tuple(package for package in PACKAGES if package not in ("syst
 )
 VM_OPENRC_TREE = TreeSpec(name="bookworm-vm-openrc", packages=OPENRC_PACKAGES, essential_hooks=(INITRAMFS_HOOK,))
 
+# --- the trixie guest: systemd 257, and an initrd made by dracut whose /init is systemd ------------------------
+
+# The bookworm guest's packages with dracut instead of initramfs-tools, plus what systemd 257 makes testable:
+# systemd-repart (its own package since systemd 256) and cryptsetup-bin (veritysetup, for verity DDIs).
+TRIXIE_PACKAGES = tuple(package for package in PACKAGES if package != "initramfs-tools") + (
+    "dracut", "systemd-repart", "cryptsetup-bin",
+)
+# dracut's systemd-initrd module (and what it depends on: systemd, systemd-udevd, systemd-journald, ...) without
+# dracut-systemd: /init is systemd, root= is read by systemd-fstab-generator and no dracut shell service runs, as
+# with mkinitcpio's systemd hook.  Each of dracut-systemd's bash services would cost seconds under TCG.
+DRACUT_MODULES = ("systemd-initrd", "kernel-modules")
+# `drivers` makes kernel-modules install only these (and their dependencies) instead of every block, HID, USB and
+# filesystem driver: hostonly="no" alone gives a generic initrd many times bigger, and unpacking it costs seconds
+# under TCG.  crc32c_generic: see INITRAMFS_MODULES.
+DRACUT_DRIVERS = ("virtio_pci", "virtio_blk", "virtio_scsi", "ext4", "crc32c_generic")
+# systemd-modules-load loads virtio_blk early in the initrd, before udev's coldplug: otherwise the virtio device's
+# modalias event waits behind about 1,100 coldplug events and /dev/vda appears seconds later under TCG.
+# virtio_pci is built into Debian's kernel.
+EARLY_MODULES_FILE = "etc/modules-load.d/lab-initrd.conf"
+EARLY_MODULES = ("virtio_blk",)
+EARLY_MODULES_CONF = ("# Loaded by systemd-modules-load before udev's coldplug, in the initrd too (dracut install_items).\n"
+                      + "".join(f"{module}\n" for module in EARLY_MODULES))
+# fsck for systemd-fsck-root in the initrd (the root's fstab pass is 1, as initramfs-tools checks it on bookworm).
+DRACUT_INSTALL_ITEMS = ("fsck", "e2fsck", "fsck.ext4", f"/{EARLY_MODULES_FILE}")
+DRACUT_CONF = f"""# The lab's initrd: generic (not host-only: the tree is built in a chroot), systemd as /init, virtio and ext4 only.
+hostonly="no"
+hostonly_cmdline="no"
+dracutmodules=" {" ".join(DRACUT_MODULES)} "
+drivers=" {" ".join(DRACUT_DRIVERS)} "
+install_items+=" {" ".join(DRACUT_INSTALL_ITEMS)} "
+early_microcode="no"
+compress="zstd"
+"""
+DRACUT_CONF_FILE = "etc/dracut.conf.d/90-lab.conf"
+# Before the non-essential packages: the kernel's postinst runs dracut with them.
+DRACUT_HOOK = " && ".join([
+    write_file_hook(DRACUT_CONF_FILE, DRACUT_CONF, 0o644),
+    write_file_hook(EARLY_MODULES_FILE, EARLY_MODULES_CONF, 0o644),
+])
+# The tree is only a lab guest if every kernel has a dracut initrd whose /init is systemd.
+CHECK_DRACUT_INITRD = """for initrd in "$1"/boot/initrd.img-*; do
+  [ -e "$initrd" ] || { echo "no initrd in $1/boot" >&2; exit 1; }
+  listing=$(chroot "$1" lsinitrd "/boot/${initrd##*/}") || exit 1
+  printf '%s\\n' "$listing" | grep -Eq ' init -> /?usr/lib/systemd/systemd$' \\
+    || { echo "${initrd##*/}: /init is not systemd" >&2; exit 1; }
+done"""
+# Units trixie adds to the boot that do nothing here: dracut-shutdown unpacks the initrd into /run/initramfs at
+# every shutdown for dracut's shutdown module, which this initrd does not have (seconds per reboot under TCG);
+# systemd-udev-load-credentials (systemd 256+) reads udev rules from credentials nobody passes, in front of udevd.
+TRIXIE_MASKED_UNITS = ("dracut-shutdown.service", "dracut-shutdown-onfailure.service",
+                       "systemd-udev-load-credentials.service")
+# Generators all run before the first unit starts, each a cold process under TCG; these find nothing
+# in the lab guest (no VSOCK CID - systemd-ssh-generator fails -, no GPT root disk, no resume device, no rc.local,
+# no /system-update, no SysV-only scripts, no TPM).  A generator linked to /dev/null in /etc is disabled (man
+# systemd.generator).  Kept: fstab (the /tmp tmpfs), getty (the serial console), debug (systemd.mask= on the kernel
+# command line), run, and systemd-network-generator (a service, not a generator).
+TRIXIE_DISABLED_GENERATORS = (
+    "systemd-ssh-generator", "systemd-gpt-auto-generator", "systemd-hibernate-resume-generator",
+    "systemd-rc-local-generator", "systemd-system-update-generator", "systemd-sysv-generator", "systemd-tpm2-generator",
+)
+# ConditionNeedsUpdate=/etc and /var hold while /usr is newer than /etc/.updated: ldconfig.service,
+# systemd-journal-catalog-update and systemd-update-done then run on every boot of the pristine image (about 8 s of
+# units in front of sysinit.target under TCG).  The stamps systemd-update-done would write, dated like /usr.
+UPDATE_STAMP_FILES = ("etc/.updated", "var/.updated")
+UPDATE_STAMP = """# This file was created by systemd-update-done. Its only
+# purpose is to hold a timestamp of the time this directory
+# was updated. See man:systemd-update-done.service(8).
+TIMESTAMP_NSEC={nsec}
+"""
+TRIXIE_SUITES = ("trixie",)
+# Trixie's 6.12 kernel panicked once in six boots on a loaded host with "IO-APIC + timer doesn't work!": under
+# TCG the timer interrupt can miss the kernel's early check.  no_timer_check skips that check, as cloud images do.
+TRIXIE_KERNEL_ARGS = "no_timer_check"
+
+VM_TRIXIE_TREE = TreeSpec(name="trixie-vm", suite="trixie", packages=TRIXIE_PACKAGES, essential_hooks=(DRACUT_HOOK,),
+                          customize_hooks=(ENABLE_NETWORKD, CHECK_DRACUT_INITRD))
+
 # Kernel arguments from the field notes' tuned boot (41 s to SSH instead of 65-70 s).
 KERNEL_TUNING = "console=ttyS0 quiet mitigations=off systemd.mask=e2scrub_reap.service"
 
@@ -178,13 +255,16 @@ def kernel_tuning(init: str) -> str:
     return OPENRC_KERNEL_TUNING if init == "openrc" else KERNEL_TUNING
 
 
-def key_material(init: str) -> list[object]:
-    """Everything `configure` writes for `init` beyond the key, fstab and machine-id: part of the image key."""
+def key_material(init: str, suite: str = "bookworm") -> list[object]:
+    """Everything `configure` writes for `init` and `suite` beyond the key, fstab and machine-id: part of the image key."""
     if init == "openrc":
         return [NETWORK_INTERFACES, MASKED_DEFAULT_LINK, DHCLIENT_KEEP_RESOLV_CONF, RESOLV_CONF, OPENRC_INITTAB, OPENRC_READY_SERVICE,
                 OPENRC_READY_RUNLEVEL, [list(pair) for pair in OPENRC_DISABLED_SERVICES], TMP_MOUNT]
     # Exactly what the systemd images were keyed with before the OpenRC guest existed: their cache stays valid.
-    return [NETWORK, RESOLV_CONF, READY_UNIT, list(MASKED_UNITS), TMP_MOUNT]
+    material: list[object] = [NETWORK, RESOLV_CONF, READY_UNIT, list(MASKED_UNITS), TMP_MOUNT]
+    if suite in TRIXIE_SUITES:
+        material += [list(TRIXIE_MASKED_UNITS), list(TRIXIE_DISABLED_GENERATORS), list(UPDATE_STAMP_FILES), UPDATE_STAMP]
+    return material
 
 
 def fstab_ext4() -> str:
@@ -239,7 +319,7 @@ def remove_link(tree: Path, relative: str) -> None:
         path.unlink()
 
 
-def configure(tree: Path, *, public_key: str, fstab: str, init: str = "systemd") -> None:
+def configure(tree: Path, *, public_key: str, fstab: str, init: str = "systemd", suite: str = "bookworm") -> None:
     """Turn an unpacked Debian tree into a lab guest (hostname, network, root's key, trimmed boot, boot marker)."""
     if init not in INITS:
         raise LabError(f"unknown init {init!r}; choose one of {', '.join(INITS)}")
@@ -256,6 +336,8 @@ def configure(tree: Path, *, public_key: str, fstab: str, init: str = "systemd")
         _configure_openrc(tree)
     else:
         _configure_systemd(tree)
+        if suite in TRIXIE_SUITES:
+            _configure_trixie(tree)
 
 
 def _configure_systemd(tree: Path) -> None:
@@ -264,6 +346,17 @@ def _configure_systemd(tree: Path) -> None:
         symlink(tree, f"etc/systemd/system/{unit}", "/dev/null")
     write_file(tree, "etc/systemd/system/lab-ready.service", READY_UNIT)
     symlink(tree, "etc/systemd/system/multi-user.target.wants/lab-ready.service", "/etc/systemd/system/lab-ready.service")
+
+
+def _configure_trixie(tree: Path) -> None:
+    for unit in TRIXIE_MASKED_UNITS:
+        symlink(tree, f"etc/systemd/system/{unit}", "/dev/null")
+    for generator in TRIXIE_DISABLED_GENERATORS:
+        symlink(tree, f"etc/systemd/system-generators/{generator}", "/dev/null")
+    usr = os.stat(_inside(tree, "usr"))
+    for relative in UPDATE_STAMP_FILES:
+        write_file(tree, relative, UPDATE_STAMP.format(nsec=usr.st_mtime_ns))
+        os.utime(_inside(tree, relative), ns=(usr.st_mtime_ns, usr.st_mtime_ns))
 
 
 def _configure_openrc(tree: Path) -> None:

@@ -16,7 +16,8 @@ from vmlab import guest, images, rootfs
 from vmlab.cache import KEY_LENGTH, CacheEntry, locked, remove_entry_dir
 from vmlab.errors import LabError
 
-KNOWN_TREES = (rootfs.MINBASE_TREE, rootfs.SPLIT_USR_TREE, guest.VM_TREE, guest.VM_SPLIT_USR_TREE, guest.VM_OPENRC_TREE)
+KNOWN_TREES = (rootfs.MINBASE_TREE, rootfs.SPLIT_USR_TREE, guest.VM_TREE, guest.VM_SPLIT_USR_TREE, guest.VM_OPENRC_TREE,
+               guest.VM_TRIXIE_TREE)
 
 
 @dataclasses.dataclass(frozen=True)

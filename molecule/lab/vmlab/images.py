@@ -10,6 +10,8 @@
               root filesystem in subvolume @; OVMF boots it.
 - btrfs-uefi-openrc: the btrfs-uefi layout and boot with OpenRC as init instead of systemd (sysvinit-core's
               /sbin/init, openrc, ifupdown with dhclient on eth0).
+- ext4-trixie: Debian 13 (systemd 257) on an ext4 disk, direct kernel boot of an initrd made by dracut whose
+              /init is systemd (guest.VM_TRIXIE_TREE).
 """
 
 from __future__ import annotations
@@ -48,10 +50,13 @@ class Variant:
     disk_gib: int
     description: str
     init: str = "systemd"  # or "openrc"; see guest.INITS
+    kernel_args: str = ""  # direct boot only: stored with root= in image.json, part of the key when set
 
     def __post_init__(self) -> None:
         if self.init not in guest.INITS:
             raise ValueError(f"variant {self.name}: init must be one of {guest.INITS}, not {self.init!r}")
+        if self.kernel_args and self.layout == "btrfs-uefi":
+            raise ValueError(f"variant {self.name}: kernel_args need a direct-boot layout; rEFInd's configuration has its own")
 
 
 VARIANTS: dict[str, Variant] = {
@@ -65,6 +70,9 @@ VARIANTS: dict[str, Variant] = {
     "btrfs-uefi-openrc": Variant("btrfs-uefi-openrc", guest.VM_OPENRC_TREE, "btrfs-uefi", 4,
                                  "the btrfs-uefi layout and boot with sysvinit and OpenRC as init instead of systemd",
                                  init="openrc"),
+    "ext4-trixie": Variant("ext4-trixie", guest.VM_TRIXIE_TREE, "ext4", 4,
+                           "trixie (systemd 257), merged /usr, ext4 root, dracut initrd with systemd as /init, direct kernel boot",
+                           kernel_args=guest.TRIXIE_KERNEL_ARGS),
 }
 
 
@@ -104,11 +112,13 @@ def key_fields(spec: Variant, public_key: str, refind_digest: str | None) -> dic
         "disk_gib": spec.disk_gib,
         "tree": spec.tree.key(),
         "ssh_public_key": public_key,
-        "guest": guest.key_material(spec.init),
+        "guest": guest.key_material(spec.init, spec.tree.suite),
         "builder_version": IMAGE_BUILDER_VERSION,
     }
     if spec.init != "systemd":  # only then: the systemd variants keep the keys of their cached images
         fields["init"] = spec.init
+    if spec.kernel_args:  # likewise
+        fields["kernel_args"] = spec.kernel_args
     if spec.layout == "ext4-sepusr":
         fields["fstab"] = guest.fstab_ext4_separate_usr()
         fields["partitions_mib"] = [SEPUSR_ROOT_MIB, SEPUSR_USR_MIB]
@@ -153,23 +163,24 @@ def _build(spec: Variant, cache: Path, staging: Path, log: Path) -> None:
     rootfs.extract_tree(tarball, tree)
     fstab = {"ext4": guest.fstab_ext4(), "ext4-sepusr": guest.fstab_ext4_separate_usr()}.get(
         spec.layout, guest.fstab_btrfs_subvol("@"))
-    guest.configure(tree, public_key=sshkey.public_key(sshkey.ensure_key(cache)), fstab=fstab, init=spec.init)
+    guest.configure(tree, public_key=sshkey.public_key(sshkey.ensure_key(cache)), fstab=fstab, init=spec.init,
+                    suite=spec.tree.suite)
     kernel, initrd = guest.kernel_and_initrd(tree)
     kernel_version = kernel.name.removeprefix("vmlinuz-")
     raw = staging / "disk.raw"
     what = f"image {spec.name}"
     meta: dict[str, object] = {"variant": spec.name, "layout": spec.layout, "disk": DISK_FILE, "kernel_version": kernel_version,
                                "tree": tarball.parent.name}
+    root_args = " ".join(filter(None, [direct_root_args(spec.layout), spec.kernel_args]))
     if spec.layout == "ext4-sepusr":
         shutil.copyfile(kernel, staging / "vmlinuz")
         shutil.copyfile(initrd, staging / "initrd.img")
-        meta.update({"boot": "direct", "kernel": "vmlinuz", "initrd": "initrd.img",
-                     "root_args": direct_root_args(spec.layout)})
+        meta.update({"boot": "direct", "kernel": "vmlinuz", "initrd": "initrd.img", "root_args": root_args})
         _assemble_separate_usr(staging, tree, raw, log, what)
     elif spec.layout == "ext4":
         shutil.copyfile(kernel, staging / "vmlinuz")
         shutil.copyfile(initrd, staging / "initrd.img")
-        meta.update({"boot": "direct", "kernel": "vmlinuz", "initrd": "initrd.img", "root_args": direct_root_args()})
+        meta.update({"boot": "direct", "kernel": "vmlinuz", "initrd": "initrd.img", "root_args": root_args})
         with raw.open("wb") as handle:
             handle.truncate(spec.disk_gib << 30)
         run_logged(["mkfs.ext4", "-q", "-F", "-L", "labroot", "-d", str(tree), str(raw)], log=log, timeout=STEP_TIMEOUT,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -128,10 +129,16 @@ def _build_tree(spec: TreeSpec, staging: Path, log: Path) -> None:
     output = staging / TREE_FILE
     what = f"building Debian tree {spec.name} ({spec.tool} {spec.suite} --variant={spec.variant})"
     if spec.tool == "mmdebstrap":
-        mirrors = [str(path) for path in aptsources.files_serving(spec.suite)]
-        # TMPDIR in the staging directory: the chroot of a killed mmdebstrap goes away with the staging directory.
-        run_logged(in_private_namespace(mmdebstrap_argv(spec, output, mirrors)), log=log, timeout=BUILD_TIMEOUT, what=what,
-                   env={"TMPDIR": str(staging)})
+        # A derived sources file (a suite the host does not list) lives in the staging directory only while mmdebstrap
+        # runs: it names the host's mirror and is no part of the entry.
+        scratch = staging / ".apt-sources"
+        try:
+            mirrors = [str(path) for path in aptsources.mmdebstrap_mirrors(spec.suite, scratch)]
+            # TMPDIR in the staging directory: the chroot of a killed mmdebstrap goes away with the staging directory.
+            run_logged(in_private_namespace(mmdebstrap_argv(spec, output, mirrors)), log=log, timeout=BUILD_TIMEOUT,
+                       what=what, env={"TMPDIR": str(staging)})
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
     else:
         mirror = aptsources.mirror_uri(spec.suite)
         target = staging / "tree"
