@@ -13,7 +13,7 @@ import subprocess
 import pytest
 
 from vmlab import aptsources, cache, gpt, guest, images, instance, qemu, refind, rootfs
-from vmlab.errors import LabError, MissingTool
+from vmlab.errors import BootFailed, LabError, MissingTool
 from vmlab.run import redact, require_tools
 
 from support.wait import wait_for
@@ -436,6 +436,13 @@ def test_instance_names(name: str, ok: bool) -> None:
 def test_console_text_is_cleaned_of_terminal_escapes() -> None:
     raw = "\x1b[2J\x1b[01;01HBdsDxe: loading\r\n\x1b[1m\x1b[37mrEFInd\x1b[0m\r\nlab login: \x07"
     assert instance.clean_console(raw) == "BdsDxe: loading\nrEFInd\nlab login: "
+
+
+@pytest.mark.parametrize("tail", ["lab login: ", "lab login:", "last line\n\n", "(the console log is empty)"])
+def test_boot_failed_message_contains_its_console_tail_verbatim(tail: str) -> None:
+    # CI once failed because the message was stripped but the attribute kept the prompt's trailing blank.
+    error = BootFailed("box: no SSH answer within 60 s", tail, "/x/console.log")
+    assert error.console_tail == tail.rstrip() and str(error).endswith("---\n" + error.console_tail)
 
 
 def test_instance_json_round_trip(tmp_path: pathlib.Path) -> None:

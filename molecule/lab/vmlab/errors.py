@@ -40,6 +40,7 @@ class BootFailed(LabError):
 
     def __init__(self, reason: str, console_tail: str, console_log: str) -> None:
         self.reason = reason
-        self.console_tail = console_tail
+        # Stripped here, not only in the message, so the message always contains the attribute verbatim.
+        self.console_tail = console_tail.rstrip()
         self.console_log = console_log
-        super().__init__(f"{reason}\n--- serial console tail ({console_log}) ---\n{console_tail}".rstrip())
+        super().__init__(f"{reason}\n--- serial console tail ({console_log}) ---\n{self.console_tail}")
