@@ -95,11 +95,23 @@ options:
     description:
       - Passed as C(--image-policy); needs systemd 254 or newer. With an older systemd the module fails and names
         the version it found.
+      - The module reads the policy with C(systemd-analyze image-policy), so a policy systemd cannot parse fails
+        the module before anything changes.
+      - A raw image that is a bare file system (what M(immutable.root.sysext_build) makes) counts as an
+        unprotected root partition. When the policy does not allow that, systemd-sysext fails the whole merge,
+        even with O(force). The module reports such an image as V(invalid), with the reason, before merging.
+        Directory images are not subject to the policy.
     type: str
   mutable:
     description:
       - Passed as C(--mutable); needs systemd 256 or newer. With an older systemd the module fails and names the
         version it found.
+      - V(no) merges read-only. V(ephemeral) makes the hierarchy writable while merged, and the writes are gone
+        after unmerge. V(yes) keeps the writes in C(/var/lib/extensions.mutable/<hierarchy>). V(import) layers that
+        directory in read-only. V(ephemeral-import) does both. V(auto) means V(yes) when that directory exists and
+        V(no) when it does not.
+      - When given, the mode is part of the desired state. A merge made with another mode is refreshed, and the
+        mode that results is read back from the overlay and checked. When omitted, any mode is accepted.
     type: str
     choices: ['yes', 'no', auto, import, ephemeral, ephemeral-import]
 notes:
@@ -219,6 +231,13 @@ hierarchies:
     device:
       description: C(major:minor) of the overlay.
       type: str
+    mode:
+      description:
+        - The C(--mutable) mode the merge has, read from the overlay's options. One of V(no), V(yes), V(import),
+          V(ephemeral) and V(ephemeral-import). Null when not merged.
+        - For a merge that check mode predicts will be made or remade, it is the mode O(mutable) gives, or null
+          without O(mutable).
+      type: str
 layer_order:
   description: The merged names from the top layer down (systemd's version sort, highest on top).
   returned: always
@@ -325,13 +344,15 @@ def main() -> None:
         if plan and not module.check_mode:
             executor = Executor(runner, request)
             executor.run(plan)
-            after = observe(runner, request, version)[0]
-            problem = verification_problem(predicted, after.hierarchies)
+            # Re-observe only the mount table and markers: the run changes merges, not images, and inspecting
+            # every image again (a loop mount each) would double the cost of a change.
+            after = observe_hierarchies(request)[0]
+            problem = verification_problem(predicted, after)
             if problem:
                 said = failure_lines(result.stderr + "\n" + result.stdout for result in executor.output)
                 raise SysextError("systemd-sysext exited 0, but the result is not what was planned: %s%s"
                                   % (problem, "; systemd-sysext said: " + " | ".join(said) if said else ""))
-            images, states = after.images, after.hierarchies
+            states = after
     except (ImmutableRootError, OSError) as exc:
         module.fail_json(changed=bool(executor and executor.done), actions=as_dicts(executor.done) if executor else [],
                          **failure(exc))

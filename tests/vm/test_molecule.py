@@ -26,7 +26,8 @@ LONG_SCENARIOS = {"alpine_atomic_root_openrc", "lab_smoke"}
 # Under TCG the VMs are CPU-bound. A third lane running fleet from the start (measured 2026-12-03 on 2 cores) slowed
 # every scenario about 2x; once the checks are done, the vm lane's single VM leaves the second core mostly idle, so
 # `make test` runs these scenarios at the end of its checks lane (scripts/test.sh), beside the vm lane's last ones.
-CHECKS_LANE_SCENARIOS = {"fleet"}
+# gentoo_usr_move and sysext_257 boot 1-vCPU VMs; moving them here keeps the vm lane, the longer one, under 60 min.
+CHECKS_LANE_SCENARIOS = {"fleet", "gentoo_usr_move", "sysext_257"}
 
 
 def _marks(name: str) -> list[pytest.MarkDecorator]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import typing as t
 from dataclasses import dataclass, field
 
+from ansible_collections.immutable.root.plugins.module_utils._sysext.image_policy import ImagePolicy
 from ansible_collections.immutable.root.plugins.module_utils._sysext.release import (
     HostRelease, extension_release_problem, module_name_problem, systemd_image_name_is_valid, version_sorted,
 )
@@ -134,7 +135,7 @@ def discover(entries: t.Sequence[SearchEntry]) -> tuple[list[ImageVerdict], list
 
 
 def judge(entry: SearchEntry, content: ImageContent, host: HostRelease, architecture: str, scope: str = "system",
-          force: bool = False) -> ImageVerdict:
+          force: bool = False, policy: ImagePolicy | None = None) -> ImageVerdict:
     """The verdict on a discovered, unmasked image from its content."""
     problem = module_name_problem(entry.name)
     if problem:
@@ -145,6 +146,12 @@ def judge(entry: SearchEntry, content: ImageContent, host: HostRelease, architec
     if content.error:
         return ImageVerdict(entry, "invalid", "cannot be read (%s): systemd-sysext aborts the whole merge on it"
                             % content.error, content)
+    if entry.kind == "raw" and policy is not None and not policy.allows_plain_file_system:
+        # systemd checks the policy when it dissects the image, before release data and regardless of --force.
+        return ImageVerdict(entry, "invalid", "image_policy %r lets the root partition only be %s, and this raw image "
+                            "is a bare %s file system, which systemd counts as an unprotected root partition (no "
+                            "verity, no signature): systemd-sysext refuses it and fails the whole merge"
+                            % (policy.text, policy.describe_root(), content.fstype or "unknown"), content)
     if entry.kind == "raw" and content.release is None and not content.os_tree:
         return ImageVerdict(entry, "invalid", "has no usable extension-release.%s (%s): systemd-sysext 252 fails "
                             "the whole merge on such a raw image ('No medium found')"
@@ -167,13 +174,14 @@ def judge(entry: SearchEntry, content: ImageContent, host: HostRelease, architec
 
 
 def classify(entries: t.Sequence[SearchEntry], contents: t.Mapping[str, ImageContent], host: HostRelease,
-             architecture: str, scope: str = "system", force: bool = False) -> tuple[ImageVerdict, ...]:
+             architecture: str, scope: str = "system", force: bool = False,
+             policy: ImagePolicy | None = None) -> tuple[ImageVerdict, ...]:
     """Every reportable entry's verdict, in search-directory order. contents is keyed by entry path."""
     decided, judged = discover(entries)
     verdicts = {verdict.entry.path: verdict for verdict in decided}
     for entry in judged:
         verdicts[entry.path] = judge(entry, contents.get(entry.path, ImageContent(error="not inspected")), host,
-                                     architecture, scope, force)
+                                     architecture, scope, force, policy)
     return tuple(verdicts[entry.path] for entry in entries if entry.path in verdicts)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import typing as t
 from dataclasses import dataclass
 
+from ansible_collections.immutable.root.plugins.module_utils._sysext.image_policy import ImagePolicy
 from ansible_collections.immutable.root.plugins.module_utils._sysext.images import ImageVerdict
 from ansible_collections.immutable.root.plugins.module_utils._sysext.release import HostRelease
 
@@ -52,6 +53,8 @@ class HierarchyState:
     shared: bool = True  # the mount a new merge attaches to is shared, so the merge propagates back
     anchor: str = ""  # that mount's mountpoint
     creatable: bool = True  # the directory exists, or systemd-sysext can create it
+    mode: str | None = None  # merged: the --mutable mode read from the overlay (_sysext/mutable.py); None if unknown
+    mutable_dir: bool = False  # /var/lib/extensions.mutable/<hierarchy> exists under the root (auto and import use it)
 
 
 @dataclass(frozen=True)
@@ -62,3 +65,4 @@ class MergeObserved:
     images: tuple[ImageVerdict, ...]
     hierarchies: tuple[HierarchyState, ...]
     run_mounted: bool = True
+    policy: ImagePolicy | None = None  # image_policy as systemd-analyze resolved it

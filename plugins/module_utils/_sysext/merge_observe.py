@@ -10,12 +10,16 @@ import posixpath
 import stat
 import typing as t
 
+from ansible_collections.immutable.root.plugins.module_utils._core.errors import CommandError, ParameterError
 from ansible_collections.immutable.root.plugins.module_utils._core.paths import resolve_in_root
 from ansible_collections.immutable.root.plugins.module_utils._core.runner import Runner
 from ansible_collections.immutable.root.plugins.module_utils._linux.mountinfo import (
     MountEntry, mount_containing, read_mountinfo, stack_at,
 )
 from ansible_collections.immutable.root.plugins.module_utils._linux.osrelease import OS_RELEASE_PATHS
+from ansible_collections.immutable.root.plugins.module_utils._sysext.image_policy import (
+    ImagePolicy, PolicyTableError, parse_analysis,
+)
 from ansible_collections.immutable.root.plugins.module_utils._sysext.images import (
     ImageContent, Kind, SEARCH_DIRS, SearchEntry, classify, to_inspect,
 )
@@ -26,6 +30,7 @@ from ansible_collections.immutable.root.plugins.module_utils._sysext.merge_model
     HierarchyState, MergeObserved, MergeRequest,
 )
 from ansible_collections.immutable.root.plugins.module_utils._sysext.merge_plan import parse_systemd_version
+from ansible_collections.immutable.root.plugins.module_utils._sysext.mutable import mutable_dir, observed_mode
 from ansible_collections.immutable.root.plugins.module_utils._sysext.release import (
     HostRelease, ReleaseSyntaxError, SysextError, parse_env_pairs, read_release_bytes, systemd_architecture,
 )
@@ -33,6 +38,19 @@ from ansible_collections.immutable.root.plugins.module_utils._sysext.release imp
 
 def systemd_version(runner: Runner) -> int:
     return parse_systemd_version(runner.run(["systemd-sysext", "--version"]).stdout)
+
+
+def image_policy(runner: Runner, policy: str) -> ImagePolicy:
+    """The policy as systemd itself parses it; a policy systemd refuses is a parameter error."""
+    try:
+        output = runner.run(["systemd-analyze", "image-policy", policy]).stdout
+        return parse_analysis(policy, output)
+    except CommandError as exc:
+        said = (exc.stderr or exc.stdout or "").strip().splitlines()
+        raise ParameterError("image_policy", "systemd-analyze image-policy could not read %r: %s"
+                             % (policy, said[-1] if said else exc))
+    except PolicyTableError as exc:
+        raise ParameterError("image_policy", "cannot read systemd-analyze's table for %r: %s" % (policy, exc))
 
 
 def host_release(root: str) -> HostRelease:
@@ -106,8 +124,9 @@ def hierarchy_state(hierarchy: str, root: str, mounts: t.Sequence[MountEntry]) -
         below.pop()
     anchor = below[-1] if below else mount_containing(mounts, posixpath.dirname(path))
     shared = anchor is not None and any(field.startswith("shared:") for field in anchor.optional_fields)
+    mutable_path = resolve_in_root(root, mutable_dir(hierarchy))
     state = HierarchyState(hierarchy, path, shared=shared, anchor=anchor.mountpoint if anchor else "/",
-                           creatable=_creatable(path))
+                           creatable=_creatable(path), mutable_dir=os.path.isdir(mutable_path))
     top = stack[-1] if stack else None
     if top is None or top.fstype != "overlay":
         return state
@@ -125,7 +144,9 @@ def hierarchy_state(hierarchy: str, root: str, mounts: t.Sequence[MountEntry]) -
         raise SysextError("%s: cannot read systemd-sysext's merge markers: %s" % (path, exc))
     if marker != "%d:%d" % (os.major(st.st_dev), os.minor(st.st_dev)):
         return state  # an offline copy of a merged tree, not a live merge
-    return HierarchyState(hierarchy, path, True, names, st.st_mtime, top.mount_id, top.device, shared, state.anchor)
+    mode = observed_mode(top.super_options, mutable_path) if _is_sysext_overlay(top) else None
+    return HierarchyState(hierarchy, path, True, names, st.st_mtime, top.mount_id, top.device, shared, state.anchor,
+                          mode=mode, mutable_dir=state.mutable_dir)
 
 
 def _creatable(path: str) -> bool:
@@ -169,7 +190,8 @@ def observe(runner: Runner, request: MergeRequest, version: int | None = None,
         impact = inspected[job.path][1]
         if impact is not None:
             impacts[job.name] = impact
-    images = classify(entries, contents, host, running_architecture(), sysext_scope(), request.force)
+    policy = image_policy(runner, request.image_policy) if request.image_policy is not None else None
+    images = classify(entries, contents, host, running_architecture(), sysext_scope(), request.force, policy)
     observed = MergeObserved(version if version is not None else systemd_version(runner), host,
-                             running_architecture(), images, hierarchies, run_mounted)
+                             running_architecture(), images, hierarchies, run_mounted, policy)
     return observed, impacts

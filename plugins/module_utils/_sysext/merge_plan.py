@@ -19,6 +19,7 @@ from ansible_collections.immutable.root.plugins.module_utils._sysext.merge_model
     FORBIDDEN_HIERARCHIES, HierarchyState, MergeObserved, MergeRequest, NEWER_OPTIONS,
 )
 from ansible_collections.immutable.root.plugins.module_utils._sysext.merge_render import describe_states
+from ansible_collections.immutable.root.plugins.module_utils._sysext.mutable import effective_mode
 from ansible_collections.immutable.root.plugins.module_utils._sysext.release import SysextError, module_name_problem
 
 
@@ -75,19 +76,24 @@ def predict_hierarchies(request: MergeRequest, observed: MergeObserved) -> tuple
     predicted = []
     for state in observed.hierarchies:
         merged = bool(names) and any(contributes(verdict, state.hierarchy) for verdict in compatible)
-        if merged and state.merged and set(state.extensions) == set(names) and request.state == "merged":
+        # Without the mutable option the module takes whatever mode the merge has (None: not checked).
+        mode = effective_mode(request.mutable, state.mutable_dir) if request.mutable is not None else None
+        if (merged and state.merged and set(state.extensions) == set(names) and request.state == "merged"
+                and mode in (None, state.mode)):
             predicted.append(state)
         elif merged:
             # systemd writes the same name list into every hierarchy it mounts.
             predicted.append(replace(state, merged=True, extensions=tuple(names), since=None, mount_id=None,
-                                     device=None))
+                                     device=None, mode=mode, mutable_dir=state.mutable_dir or mode == "yes"))
         else:
             predicted.append(replace(state, merged=False, extensions=(), since=None, mount_id=None, device=None))
     return tuple(predicted)
 
 
 def same_merge_state(left: t.Sequence[HierarchyState], right: t.Sequence[HierarchyState]) -> bool:
-    return all(a.merged == b.merged and set(a.extensions) == set(b.extensions) for a, b in zip(left, right))
+    """Same merges; a mutable mode counts where both sides know it (the prediction knows it only when requested)."""
+    return all(a.merged == b.merged and set(a.extensions) == set(b.extensions)
+               and (a.mode is None or b.mode is None or a.mode == b.mode) for a, b in zip(left, right))
 
 
 def plan_sysext_merge(request: MergeRequest, observed: MergeObserved) -> tuple[Action, ...]:

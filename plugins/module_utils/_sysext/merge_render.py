@@ -24,7 +24,7 @@ def _timestamp(value: float | None) -> str | None:
 def hierarchies_result(states: t.Sequence[HierarchyState]) -> list[dict[str, t.Any]]:
     return [{"hierarchy": state.hierarchy, "path": state.path, "merged": state.merged,
              "extensions": list(state.extensions), "since": _timestamp(state.since), "mount_id": state.mount_id,
-             "device": state.device} for state in states]
+             "device": state.device, "mode": state.mode} for state in states]
 
 
 def extensions_result(images: t.Sequence[ImageVerdict], merged: t.Collection[str]) -> list[dict[str, t.Any]]:
@@ -85,5 +85,6 @@ def failure_lines(outputs: t.Iterable[str]) -> list[str]:
 
 
 def describe_states(states: t.Sequence[HierarchyState]) -> str:
-    return "; ".join("%s: %s" % (state.hierarchy, ", ".join(state.extensions) if state.merged else "not merged")
+    return "; ".join("%s: %s%s" % (state.hierarchy, ", ".join(state.extensions) if state.merged else "not merged",
+                                   " (mutable: %s)" % state.mode if state.merged and state.mode else "")
                      for state in states)

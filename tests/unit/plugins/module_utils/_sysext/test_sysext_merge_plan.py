@@ -207,13 +207,51 @@ def test_results() -> None:
     assert merge_state(states) == {"/usr": ["a", "b"], "/opt": ["b"]}
     rendered = hierarchies_result(states)
     assert rendered[0] == {"hierarchy": "/usr", "path": ROOT + "/usr", "merged": True, "extensions": ["a", "b"],
-                           "since": "1970-01-01T00:00:01.500000+00:00", "mount_id": 7, "device": "0:41"}
+                           "since": "1970-01-01T00:00:01.500000+00:00", "mount_id": 7, "device": "0:41",
+                           "mode": None}
     masked = image("a", "masked", reason="masked by y")
     listed = extensions_result([image("a"), masked, ImageVerdict(masked.entry, "ignored", "z")], ["a"])
     assert [(item["verdict"], item["merged"]) for item in listed] == [
         ("compatible", True), ("masked", False), ("ignored", False)]
     assert listed[0]["release"] == {"ID": "debian"} and listed[0]["hierarchies"] == ["/usr"]
     assert listed[2]["release"] is None and listed[2]["hierarchies"] == []
+
+
+def merged_as(mode: str | None, mutable_dir: bool = False) -> HierarchyState:
+    return dataclasses.replace(usr("a"), mode=mode, mutable_dir=mutable_dir)
+
+
+@pytest.mark.parametrize("mutable, current, mutable_dir, expected", [
+    # Not requested: the merge is kept whatever its mode.
+    (None, "ephemeral", False, []),
+    (None, None, False, []),
+    # Requested and already so: nothing; requested otherwise: refresh with the new mode.
+    ("no", "no", False, []),
+    ("no", "ephemeral", False, [("refresh", "a into /usr (top layer: a)")]),
+    ("ephemeral", "no", False, [("refresh", "a into /usr (top layer: a)")]),
+    ("yes", "yes", True, []),
+    # auto, import and ephemeral-import depend on /var/lib/extensions.mutable/usr existing.
+    ("auto", "no", False, []),
+    ("auto", "no", True, [("refresh", "a into /usr (top layer: a)")]),
+    ("auto", "yes", True, []),
+    ("import", "no", False, []),
+    ("import", "import", True, []),
+    ("ephemeral-import", "ephemeral", False, []),
+    ("ephemeral-import", "ephemeral", True, [("refresh", "a into /usr (top layer: a)")]),
+])
+def test_mutable_mode_truth_table(mutable: str | None, current: str | None, mutable_dir: bool,
+                                  expected: list) -> None:
+    states = [merged_as(current, mutable_dir), opt()]
+    assert verbs(plan_sysext_merge(request(mutable=mutable), observed([image("a")], states, version=257))) == expected
+
+
+def test_a_mode_change_is_verified() -> None:
+    predicted = predict_hierarchies(request(mutable="ephemeral"), observed([image("a")], [merged_as("no"), opt()], 257))
+    assert predicted[0].mode == "ephemeral"
+    assert verification_problem(predicted, (merged_as("ephemeral"), opt())) is None
+    assert verification_problem(predicted, (merged_as("no"), opt())) == (
+        "expected /usr: a (mutable: ephemeral); /opt: not merged; the mount table and .systemd-sysext markers show "
+        "/usr: a (mutable: no); /opt: not merged")
 
 
 def test_verification() -> None:
