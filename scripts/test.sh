@@ -7,7 +7,7 @@
 # into the VM tests and the rest.
 # Without stages the suite runs as two lanes at once, so the VM lane (QEMU under TCG, SSH waits and reboots) and the
 # rest overlap: lane "vm" is the VM tests, lane "checks" is lint docs types sanity units host, then the VM tests marked
-# checks_lane (the fleet scenario), which run beside the vm lane's last scenarios. Each lane's output is
+# checks_lane (fleet, gentoo_usr_move, sysext_257), which run beside the vm lane's last scenarios. Each lane's output is
 # prefixed with its name; the run fails if either lane fails. PYTEST_ADDOPTS passes extra options to pytest.
 set -euo pipefail
 
