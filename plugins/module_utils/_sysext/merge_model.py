@@ -8,7 +8,6 @@ from __future__ import annotations
 import typing as t
 from dataclasses import dataclass
 
-from ansible_collections.immutable.root.plugins.module_utils._sysext.image_policy import ImagePolicy
 from ansible_collections.immutable.root.plugins.module_utils._sysext.images import ImageVerdict
 from ansible_collections.immutable.root.plugins.module_utils._sysext.release import HostRelease
 
@@ -65,4 +64,3 @@ class MergeObserved:
     images: tuple[ImageVerdict, ...]
     hierarchies: tuple[HierarchyState, ...]
     run_mounted: bool = True
-    policy: ImagePolicy | None = None  # image_policy as systemd-analyze resolved it

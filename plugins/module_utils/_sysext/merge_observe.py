@@ -193,5 +193,5 @@ def observe(runner: Runner, request: MergeRequest, version: int | None = None,
     policy = image_policy(runner, request.image_policy) if request.image_policy is not None else None
     images = classify(entries, contents, host, running_architecture(), sysext_scope(), request.force, policy)
     observed = MergeObserved(version if version is not None else systemd_version(runner), host,
-                             running_architecture(), images, hierarchies, run_mounted, policy)
+                             running_architecture(), images, hierarchies, run_mounted)
     return observed, impacts
