@@ -140,6 +140,8 @@ if [ $# -gt 0 ]; then
   exit 0
 fi
 
+digests="$repo/tests/output/molecule"
+rm -f "$digests"/*.digest
 start=$(date +%s)
 lane vm vm_lane &
 vm_pid=$!
@@ -150,5 +152,8 @@ wait "$checks_pid" || { status=1; log "lane checks FAILED"; }
 log "lane checks ended after $(( $(date +%s) - start )) s"
 wait "$vm_pid" || { status=1; log "lane vm FAILED"; }
 log "lane vm ended after $(( $(date +%s) - start )) s"
+for digest in "$digests"/*.digest; do
+  if [ -e "$digest" ]; then log "the last failed tasks of scenario $(basename "$digest" .digest)"; cat "$digest"; fi
+done
 [ "$status" -eq 0 ] && log "make test: both lanes passed in $(( $(date +%s) - start )) s"
 exit "$status"

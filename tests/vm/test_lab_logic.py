@@ -16,6 +16,7 @@ from vmlab import aptsources, cache, gpt, guest, images, instance, qemu, refind,
 from vmlab.errors import BootFailed, LabError, MissingTool
 from vmlab.run import redact, require_tools
 
+from support.ansible_log import DIGEST_WIDTH, failure_digest
 from support.wait import wait_for
 
 # --- content keys ---------------------------------------------------------------------------------------------
@@ -702,3 +703,18 @@ def test_separate_usr_partitions_are_consecutive_and_named() -> None:
     assert "/dev/vda2 /usr ext4" in guest.fstab_ext4_separate_usr()
     spec = images.VARIANTS["split-usr-sepusr"]
     assert images.key_fields(spec, "k", None)["fstab"] == guest.fstab_ext4_separate_usr()
+
+
+def test_failure_digest_keeps_the_last_failures_with_their_tasks_and_drops_ignored_ones() -> None:
+    log = "\n".join([
+        "PLAY [p] ***", "TASK [first] *****", "fatal: [vm]: FAILED! => {\"msg\": \"rescued\"}",
+        "TASK [ignored] ***", "fatal: [vm]: FAILED! => {\"msg\": \"ignored\"}", "...ignoring",
+        "TASK [loop] ***", "failed: [vm] (item=a) => {\"msg\": \"" + "x" * 2000 + "\"}",
+        "TASK [last] ***", "ok: [vm]", "fatal: [vm]: UNREACHABLE! => {\"msg\": \"gone\"}", "PLAY RECAP ***",
+    ])
+    digest = failure_digest(log).splitlines()
+    assert digest[0] == "TASK [first]"
+    assert digest[2] == "TASK [loop]" and len(digest[3]) == DIGEST_WIDTH + 2
+    assert digest[4:] == ["TASK [last]", "  fatal: [vm]: UNREACHABLE! => {\"msg\": \"gone\"}"]
+    assert "ignored" not in failure_digest(log)
+    assert failure_digest("PLAY RECAP ***\nvm : ok=3 failed=0") == ""

@@ -13,6 +13,7 @@ import sys
 
 import pytest
 
+from support.ansible_log import failure_digest
 from support.modules import collections_path
 
 pytestmark = pytest.mark.vm
@@ -76,6 +77,8 @@ def test_molecule_scenario(scenario: str, needs_root: None) -> None:
     log = LOG_DIR / ("%s.log" % scenario)
     log.write_text(completed.stdout + "\n--- stderr ---\n" + completed.stderr)
     if completed.returncode != 0:
+        # CI keeps only the last lines of a run: scripts/test.sh prints the digests after both lanes have ended.
+        (LOG_DIR / ("%s.digest" % scenario)).write_text(failure_digest(completed.stdout) + "\n")
         tail = (completed.stdout + completed.stderr).splitlines()[-80:]
         verdict = "timed out after %d s" % SCENARIO_TIMEOUT if timed_out else "exited %d" % completed.returncode
         pytest.fail("molecule test -s %s %s (full log: %s)\n%s" % (scenario, verdict, log, "\n".join(tail)),
