@@ -146,6 +146,7 @@ import typing as t
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.immutable.root.plugins.module_utils._core.module import ImmutableRootModule
 from ansible_collections.immutable.root.plugins.module_utils._chroot.execute import prepared_root, run_in_chroot
 from ansible_collections.immutable.root.plugins.module_utils._chroot.plan import plan_mounts
 from ansible_collections.immutable.root.plugins.module_utils._core.errors import (
@@ -156,7 +157,7 @@ from ansible_collections.immutable.root.plugins.module_utils._core.runner import
 
 
 def main() -> None:
-    module = AnsibleModule(
+    module: AnsibleModule = ImmutableRootModule(
         argument_spec={
             "device": dict(type="path"),
             "subvolume": dict(type="str"),

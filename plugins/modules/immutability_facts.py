@@ -238,6 +238,7 @@ ansible_facts:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.immutable.root.plugins.module_utils._core.module import ImmutableRootModule
 from ansible_collections.immutable.root.plugins.module_utils._core.errors import ImmutableRootError, failure
 from ansible_collections.immutable.root.plugins.module_utils._facts_system import gather
 from ansible_collections.immutable.root.plugins.module_utils._core.paths import validate_path
@@ -245,7 +246,7 @@ from ansible_collections.immutable.root.plugins.module_utils._core.runner import
 
 
 def main() -> None:
-    module = AnsibleModule(
+    module: AnsibleModule = ImmutableRootModule(
         argument_spec=dict(
             root=dict(type="path", default="/"),
             btrfs_top=dict(type="path"),

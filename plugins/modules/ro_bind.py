@@ -213,6 +213,7 @@ import re
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.immutable.root.plugins.module_utils._core.module import ImmutableRootModule
 from ansible_collections.immutable.root.plugins.module_utils._core.actions import as_dicts
 from ansible_collections.immutable.root.plugins.module_utils._core.errors import (
     ImmutableRootError, ParameterError, failure,
@@ -267,7 +268,7 @@ def validate_bound_to(unit: str | None, persist: str) -> str | None:
 
 
 def main() -> None:
-    module = AnsibleModule(
+    module: AnsibleModule = ImmutableRootModule(
         argument_spec=dict(
             # type str, not path: Ansible expands "~" and variables in a path option, so "~" would name
             # the home directory rather than what the user wrote; validate_path checks these instead.

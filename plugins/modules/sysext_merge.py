@@ -270,6 +270,7 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.immutable.root.plugins.module_utils._core.module import ImmutableRootModule
 from ansible_collections.immutable.root.plugins.module_utils._core.actions import as_dicts
 from ansible_collections.immutable.root.plugins.module_utils._core.errors import (
     ImmutableRootError, ParameterError, failure,
@@ -314,7 +315,7 @@ def build_request(params: dict) -> MergeRequest:
 
 
 def main() -> None:
-    module = AnsibleModule(
+    module: AnsibleModule = ImmutableRootModule(
         argument_spec=dict(
             state=dict(type="str", choices=["merged", "unmerged", "refreshed"], default="merged"),
             root=dict(type="path", default="/"),

@@ -166,6 +166,7 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.immutable.root.plugins.module_utils._core.module import ImmutableRootModule
 from ansible_collections.immutable.root.plugins.module_utils._core.actions import Action, as_dicts
 from ansible_collections.immutable.root.plugins.module_utils._core.durable import durable_replace
 from ansible_collections.immutable.root.plugins.module_utils._core.errors import (
@@ -287,7 +288,7 @@ def verify(module: AnsibleModule, runner: Runner, root: str, manifest: str, resu
 
 
 def main() -> None:
-    module = AnsibleModule(
+    module: AnsibleModule = ImmutableRootModule(
         argument_spec=dict(
             stage=dict(type="str", choices=list(STAGES), required=True),
             root=dict(type="path", default="/"),

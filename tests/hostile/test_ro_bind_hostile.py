@@ -176,3 +176,30 @@ def test_a_failure_after_the_lock_reports_changed(ns: MountNamespace, tmp_path: 
     assert result.get("failed") and result["changed"] is True, result
     assert [action["action"] for action in result["actions"]] == ["lock"]
     assert describe(ns, str(tmp_path))[-1][2] is True
+
+
+def test_absent_under_a_propagated_foreign_mount_refuses_and_keeps_both(ns: MountNamespace,
+                                                                        tmp_path: pathlib.Path) -> None:
+    # / shared (systemd's default): a tmpfs mounted on the lock propagates a copy that the kernel tucks under the
+    # lock, so the lock's mount-tree parent is foreign. It used to count no self-bind and report ok, lock kept.
+    base = tmp_path / "base"
+    base.mkdir()
+    ns.run(["mount", "-t", "tmpfs", "base", str(base)])
+    ns.run(["mount", "--make-rshared", str(base)])
+    path = str(base / "locked")
+    ns.run(["mkdir", path])
+    assert ro_bind(ns, {"path": path})["changed"]
+    ns.run(["mount", "-t", "tmpfs", "foreign", path])
+    stacked = describe(ns, path)
+    assert stacked == [("tmpfs", "/", False), ("tmpfs", "/locked", True), ("tmpfs", "/", False)], stacked
+    for check in (True, False):
+        refused = ro_bind(ns, {"path": path, "state": "absent"}, check=check)
+        assert refused.get("failed") and not refused["changed"], refused
+        assert refused["msg"].startswith("path: %s has a foreign mount on top of its self-bind layers" % path)
+        assert describe(ns, path) == stacked
+    # Once the foreign mount is gone (the umount propagates to its tucked copy), the lock comes off.
+    ns.run(["umount", path])
+    assert describe(ns, path) == [("tmpfs", "/locked", True)]
+    unlocked = ro_bind(ns, {"path": path, "state": "absent"})
+    assert not unlocked.get("failed") and unlocked["changed"], unlocked
+    assert describe(ns, path) == []

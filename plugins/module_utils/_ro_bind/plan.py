@@ -25,17 +25,22 @@ from ansible_collections.immutable.root.plugins.module_utils._ro_bind.render imp
 def classify_layers(entries: t.Sequence[MountEntry], path: str) -> tuple[tuple[Layer, ...], MountEntry | None]:
     """The layers on path (bottom first) and the mount below them.
 
-    A layer is a self-bind when it has its parent's device and shows the parent's directory at path:
-    root == parent.root + (path - parent.mountpoint). A bind of some other directory onto path, or a
+    A layer is a self-bind when it has the device of the mount below it and shows that mount's directory at
+    path: root == below.root + (path - below.mountpoint). A bind of some other directory onto path, or a
     different filesystem mounted there, is foreign.
+    Where / is shared, a mount made on a locked path propagates a copy that the kernel tucks under the lock, so
+    the lock's mount-tree parent becomes that foreign copy: up to the first self-bind, a layer that self-binds
+    the parent counts too (nothing else can show the parent's directory above a foreign layer).
     """
     stack = stack_at(entries, path)
     mounts = by_id(entries)
-    layers = []
+    layers: list[Layer] = []
     parent = mounts.get(stack[0].parent_id) if stack else mount_containing(entries, path)
     below = parent
     for mount in stack:
-        self_bind = below is not None and mount.device == below.device and mount.root == root_for(below, path)
+        candidates = [below] if any(layer.self_bind for layer in layers) else [below, parent]
+        self_bind = any(lower is not None and mount.device == lower.device and mount.root == root_for(lower, path)
+                        for lower in candidates)
         layers.append(Layer(mount, self_bind))
         below = mount
     return tuple(layers), parent

@@ -73,6 +73,15 @@ MOUNT_TABLE = [
      ParameterError, ["unmount"]),
     ("foreign mount on top of a self-bind", (SELF_RO, layer(11, 10, False, root="/", device="0:41", fstype="tmpfs")),
      ParameterError, MountError),
+    # / shared: a tmpfs mounted on the lock propagates a copy the kernel tucks under it (tmpfs 12 -> lock 10 ->
+    # tmpfs 11); the lock still self-binds the parent, and the copy on top is no self-bind of the lock.
+    ("shared: a mount on the lock, its copy tucked under it",
+     (layer(12, 1, False, root="/", device="0:41", fstype="tmpfs"), layer(10, 12, True),
+      layer(11, 10, False, root="/", device="0:41", fstype="tmpfs")),
+     ParameterError, MountError),
+    ("shared: the tucked copy alone under the lock", (layer(12, 1, False, root="/", device="0:41", fstype="tmpfs"),
+                                                      layer(10, 12, True)),
+     ParameterError, ["unmount"]),
 ]
 
 
