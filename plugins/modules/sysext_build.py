@@ -84,6 +84,11 @@ options:
     description:
       - Package files or tarballs (C(.pkg.tar.zst), C(.pkg.tar.xz), C(.pkg.tar.gz), C(.tar), C(.tar.gz),
         C(.tar.xz), C(.tar.zst), ...) and directories, merged in this order.
+      - In a package or tarball, a hard link to a member the image leaves out (C(etc/tool.conf) for
+        C(usr/share/tool/tool.conf)) becomes a file of its own with that member's content, owner and mode; hard
+        links among kept members stay links to one another. A hard link to a member the source does not ship,
+        or through C(..), is refused, and so is any member bsdtar refuses to unpack (one through a symlink, one
+        with C(..)); the error names the member and bsdtar's reason, and nothing is written.
     type: list
     elements: path
     required: true
@@ -191,6 +196,7 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.immutable.root.plugins.module_utils._core.module import ImmutableRootModule
 from ansible_collections.immutable.root.plugins.module_utils._core.actions import as_dicts
 from ansible_collections.immutable.root.plugins.module_utils._core.errors import (
     ImmutableRootError, ParameterError, failure,
@@ -242,7 +248,7 @@ def build_request(params: dict) -> BuildRequest:
 
 
 def main() -> None:
-    module = AnsibleModule(
+    module: AnsibleModule = ImmutableRootModule(
         argument_spec=dict(
             name=dict(type="str", required=True),
             root=dict(type="path", default="/"),

@@ -21,7 +21,7 @@ from ansible_collections.immutable.root.plugins.module_utils._sysext.build_model
     BuildObserved, BuildRequest, Membership,
 )
 from ansible_collections.immutable.root.plugins.module_utils._sysext.build_observe import (
-    SourceScan, same_content, staging_parent, staging_prefix,
+    SourceScan, extract_members, same_content, staging_parent, staging_prefix,
 )
 from ansible_collections.immutable.root.plugins.module_utils._sysext.build_plan import (
     RELEASE_PARENTS, membership, release_parent_problem, special_file_warning, with_digest,
@@ -46,6 +46,7 @@ class Builder:
         self.warnings: list[str] = []  # setuid/setgid files and device nodes found in unpacked packages
 
     def run(self, actions: t.Sequence[Action]) -> None:
+        created = not os.path.lexists(self.request.dest)
         os.makedirs(self.request.dest, mode=0o755, exist_ok=True)
         try:
             for action in actions:
@@ -55,6 +56,9 @@ class Builder:
         finally:
             if self.staging:
                 shutil.rmtree(self.staging)
+            if created and not self.done and not os.listdir(self.request.dest):
+                # A build that failed before its first step leaves no trace, not even the dest it made.
+                os.rmdir(self.request.dest)
 
     def _staged(self) -> str:
         if self.staging is None:
@@ -73,8 +77,8 @@ class Builder:
             if source.kind == "package":
                 unpacked = os.path.join(self.staging, "source-%d" % number)
                 os.mkdir(unpacked, 0o700)
-                self.runner.run(["bsdtar", "-xpf", source.path, "-C", unpacked, "--numeric-owner", "--"]
-                                + self.scan.patterns[source.path])
+                extract_members(self.runner, source.path, unpacked, self.scan.patterns[source.path],
+                                self.scan.members[source.path])
                 merge_tree(unpacked, tree, "", self.request.hierarchies, move=True, origin=source.path,
                            warnings=self.warnings)
             else:

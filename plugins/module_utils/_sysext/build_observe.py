@@ -21,8 +21,8 @@ from ansible_collections.immutable.root.plugins.module_utils._sysext.build_model
     BuildObserved, BuildRequest, DIGEST_KEY, ExistingImage,
 )
 from ansible_collections.immutable.root.plugins.module_utils._sysext.build_plan import (
-    RELEASE_PARENTS, compose_release, default_release, digest, membership, normalize_member, release_parent_problem,
-    special_file_warning,
+    RELEASE_PARENTS, bsdtar_refusals, compose_release, default_release, digest, hardlink_targets, member_pattern,
+    membership, normalize_member, refusal_problem, release_parent_problem, special_file_warning,
 )
 from ansible_collections.immutable.root.plugins.module_utils._sysext.images import SEARCH_DIRS
 from ansible_collections.immutable.root.plugins.module_utils._sysext.inspect import (
@@ -95,13 +95,31 @@ class SourceScan(t.NamedTuple):
     patterns: dict[str, list[str]]  # package path -> bsdtar patterns that select its included members
     owners: dict[str, list[tuple[str, str]]]  # relative path -> (source, member name) of every source shipping it
     warnings: list[str]  # setuid/setgid files and device nodes of directory sources
+    members: dict[str, list[str]]  # package path -> its members, as bsdtar lists them
+    hardlinks: dict[str, dict[str, str]]  # package path -> {member: the member it is a hard link to}, as listed
 
 
-def list_package(runner: Runner, path: str) -> list[str]:
+def list_package(runner: Runner, path: str) -> tuple[list[str], dict[str, str]]:
+    """The members of a package as bsdtar lists them, and the hard link targets among them."""
     try:
-        return runner.run(["bsdtar", "-tf", path]).stdout.splitlines()
+        names = runner.run(["bsdtar", "-tf", path]).stdout.splitlines()
+        verbose = runner.run(["bsdtar", "-tv", "--numeric-owner", "-f", path]).stdout.splitlines()
     except CommandError as exc:
         raise ParameterError("sources", "%s cannot be read as a package or tarball: %s" % (path, exc.msg))
+    return names, hardlink_targets(names, verbose)
+
+
+def extract_members(runner: Runner, source: str, into: str, patterns: t.Sequence[str],
+                    members: t.Iterable[str]) -> None:
+    """Unpack the members of source that patterns select into the directory into; a member bsdtar refuses (a
+    path through a symlink, a '..', a hard link to a member that is not there) fails naming it and the reason."""
+    try:
+        runner.run(["bsdtar", "-xpf", source, "-C", into, "--numeric-owner", "--"] + list(patterns))
+    except CommandError as exc:
+        refusals = bsdtar_refusals(exc.stderr, members)
+        problem = (refusal_problem(source, refusals) if refusals else "%s cannot be unpacked: %s" % (source, exc.msg))
+        raise SysextError("sources: " + problem, cmd=exc.cmd, rc=exc.rc, stdout=exc.stdout,
+                          stderr=exc.stderr) from exc
 
 
 def _forbidden(source: str) -> ParameterError:
@@ -110,12 +128,16 @@ def _forbidden(source: str) -> ParameterError:
 
 
 def scan_sources(runner: Runner, request: BuildRequest) -> SourceScan:
-    scan = SourceScan([], set(), [], {}, {}, [])
+    scan = SourceScan([], set(), [], {}, {}, [], {}, {})
     for source in request.sources:
         if source.kind == "package":
             patterns: set[str] = set()
-            for member in list_package(runner, source.path):
-                relative = normalize_member(member)
+            members, hardlinks = list_package(runner, source.path)
+            scan.members[source.path] = members
+            scan.hardlinks[source.path] = hardlinks
+            listed = _listed_by_path(source.path, members)
+            for member in members:
+                relative = _member_path(source.path, member)
                 if not relative:
                     continue
                 verdict = membership(relative, request.hierarchies)
@@ -127,8 +149,10 @@ def scan_sources(runner: Runner, request: BuildRequest) -> SourceScan:
                     if not member.endswith("/"):
                         scan.files.add(relative)
                         scan.owners.setdefault(relative, []).append((source.path, member))
+                    if member in hardlinks:
+                        patterns.update(_outside_link_targets(source.path, member, hardlinks, listed, request))
                     prefix = member[:len(member) - len(member.lstrip("./"))]
-                    patterns.add(prefix + _hierarchy_of(relative, request.hierarchies))
+                    patterns.add(prefix + member_pattern(_hierarchy_of(relative, request.hierarchies)))
             scan.patterns[source.path] = sorted(patterns)
             scan.digests.append(sha256_file(source.path))
         else:
@@ -143,11 +167,58 @@ def scan_sources(runner: Runner, request: BuildRequest) -> SourceScan:
                     scan.files.add(relative)
                     scan.owners.setdefault(relative, []).append((source.path, relative))
             scan.digests.append(tree.hexdigest())
-    check_conflicts(runner, scan.owners)
+    check_conflicts(runner, scan.owners, scan.hardlinks)
     return scan
 
 
-def check_conflicts(runner: Runner, owners: t.Mapping[str, t.Sequence[tuple[str, str]]]) -> None:
+def _member_path(source: str, member: str) -> str:
+    try:
+        return normalize_member(member)
+    except SysextError as exc:
+        raise ParameterError("sources", "%s: %s" % (source, exc.msg.partition(": ")[2])) from exc
+
+
+def _listed_by_path(source: str, members: t.Sequence[str]) -> dict[str, list[str]]:
+    """relative path -> the member names that unpack to it (./usr/x and usr/x are one path)."""
+    listed: dict[str, list[str]] = {}
+    for member in members:
+        listed.setdefault(_member_path(source, member), []).append(member)
+    return listed
+
+
+def _outside_link_targets(source: str, member: str, hardlinks: t.Mapping[str, str],
+                          listed: t.Mapping[str, t.Sequence[str]], request: BuildRequest) -> list[str]:
+    """Patterns for the member a kept hard link points to when the image drops that member: bsdtar can only
+    make the link with its target unpacked, and the link then keeps the target's content once it is dropped."""
+    target = hardlinks[member]
+    try:
+        relative = normalize_member(target)
+    except SysextError as exc:
+        raise ParameterError("sources", "%s ships %s as a hard link to %s, which climbs out with '..'"
+                             % (source, member, target)) from exc
+    if relative not in listed:
+        raise ParameterError("sources", "%s ships %s as a hard link to %s, a member it does not ship"
+                             % (source, member, target))
+    if membership(relative, request.hierarchies) == "include":
+        return []
+    return [member_pattern(name) for name in listed[relative]]
+
+
+def _with_link_targets(members: t.Iterable[str], hardlinks: t.Mapping[str, str]) -> list[str]:
+    """members and, transitively, the members they are hard links to (bsdtar needs those unpacked first)."""
+    found: list[str] = []
+    pending = list(members)
+    while pending:
+        member = pending.pop()
+        if member not in found:
+            found.append(member)
+            if member in hardlinks:
+                pending.append(hardlinks[member])
+    return found
+
+
+def check_conflicts(runner: Runner, owners: t.Mapping[str, t.Sequence[tuple[str, str]]],
+                    hardlinks: t.Mapping[str, t.Mapping[str, str]]) -> None:
     """Refuse a path that two sources ship differently, before anything is written (packages are unpacked
     to a temporary directory outside the root for the comparison)."""
     shared = {path: sources for path, sources in owners.items() if len(sources) > 1}
@@ -163,7 +234,8 @@ def check_conflicts(runner: Runner, owners: t.Mapping[str, t.Sequence[tuple[str,
                 continue
             unpacked = os.path.join(workdir, str(number))
             os.mkdir(unpacked)
-            runner.run(["bsdtar", "-xpf", source, "-C", unpacked, "--numeric-owner", "--"] + members)
+            needed = _with_link_targets(members, hardlinks.get(source, {}))
+            extract_members(runner, source, unpacked, [member_pattern(member) for member in needed], needed)
             located.update(((source, member), os.path.join(unpacked, normalize_member(member))) for member in members)
         for path, sources in sorted(shared.items()):
             first = located[sources[0]]

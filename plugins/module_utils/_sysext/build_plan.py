@@ -134,6 +134,69 @@ def normalize_member(name: str) -> str:
     return "/".join(parts)
 
 
+# bsdtar lists a byte it cannot print as a C escape (a backslash as two) or, failing that, as three octal digits
+# (under LANG=C every byte above 0x7f); a pattern does not read those escapes, so they are undone first.
+_LISTING_ESCAPE = re.compile(rb"\\([0-7]{3}|[abfnrtv\\])")
+_C_ESCAPES = {b"a": b"\a", b"b": b"\b", b"f": b"\f", b"n": b"\n", b"r": b"\r", b"t": b"\t", b"v": b"\v", b"\\": b"\\"}
+
+
+def member_pattern(listed: str) -> str:
+    """A bsdtar pattern matching exactly the member bsdtar lists as listed (and, for a directory, what is under it).
+
+    Bytes that are not UTF-8 come back as surrogate escapes, which the command line turns into those bytes again."""
+    raw = _LISTING_ESCAPE.sub(lambda escape: _C_ESCAPES.get(escape.group(1)) or bytes([int(escape.group(1), 8)]),
+                              listed.encode("utf-8", "surrogateescape"))
+    return re.sub(r"([*?\[\\])", r"\\\1", raw.decode("utf-8", "surrogateescape"))
+
+
+def hardlink_targets(names: t.Sequence[str], verbose: t.Sequence[str]) -> dict[str, str]:
+    """member -> hard link target, as listed, from `bsdtar -tf` and `bsdtar -tvf` of one archive.
+
+    The two listings have a line per member, in the same order and with the same escaping; a verbose hard link
+    line ends with "NAME link to TARGET", and names may themselves contain " link to "."""
+    if len(names) != len(verbose):
+        raise SysextError("sources: bsdtar listed %d members, but %d in its verbose listing" % (
+            len(names), len(verbose)))
+    targets: dict[str, str] = {}
+    for name, line in zip(names, verbose):
+        if not line.startswith("h"):
+            continue
+        # The fields before the name (mode, link count, numeric owner, size, date) never hold " link to ", so
+        # the first match is the name's own even when the target repeats " NAME link to ".
+        marker = " %s link to " % name
+        start = line.find(marker)
+        if start < 0:
+            raise SysextError("sources: cannot read the hard link target of %r from bsdtar's listing %r" % (name, line))
+        targets[name] = line[start + len(marker):]
+    return targets
+
+
+# strerror() of errno 0 or -1, which bsdtar appends to refusals that carry no errno.
+_NO_ERRNO = re.compile(r": (Success|Unknown error -?[0-9]+)$")
+
+
+def bsdtar_refusals(stderr: str, members: t.Iterable[str]) -> list[tuple[str, str]]:
+    """(member, reason) for each "MEMBER: REASON" line of bsdtar's stderr; bsdtar's own "bsdtar: ..." lines
+    are not member refusals. members (as listed) resolve a name that itself contains ": "."""
+    known = sorted({name for member in members for name in (member, member.lstrip("/"))}, key=len, reverse=True)
+    refusals = []
+    for line in stderr.splitlines():
+        member = next((name for name in known if line.startswith(name + ": ")), None)
+        if member is None:
+            if line.startswith("bsdtar: ") or ": " not in line:
+                continue
+            member = line.partition(": ")[0]
+        refusals.append((member, _NO_ERRNO.sub("", line[len(member) + 2:]).strip()))
+    return refusals
+
+
+def refusal_problem(source: str, refusals: t.Sequence[tuple[str, str]], limit: int = 10) -> str:
+    shown = "; ".join("%s (%s)" % (member, reason) for member, reason in refusals[:limit])
+    more = "; and %d more" % (len(refusals) - limit) if len(refusals) > limit else ""
+    return "bsdtar refused to unpack %s of %s: %s%s" % (
+        "a member" if len(refusals) == 1 else "%d members" % len(refusals), source, shown, more)
+
+
 # The directories the module writes the release file into: a source must ship them as directories (a symlink
 # there would carry that write out of the image).
 RELEASE_PARENTS = tuple("/".join(RELEASE_DIR.split("/")[:depth]) for depth in range(1, RELEASE_DIR.count("/") + 2))
