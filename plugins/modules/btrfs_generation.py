@@ -88,6 +88,10 @@ options:
         subvolume that is renamed into place once complete. Without O(source) and O(from), V(initialized) starts
         from an empty subvolume.
       - Subvolumes nested inside O(source) are not part of a snapshot; they appear as empty directories.
+      - The new generation's C(etc/fstab) is written through its C(etc) without following symlinks, so a new
+        generation is refused before anything is created when the C(etc) of O(source) (or of the generation it
+        is snapshotted from, O(from)) is not a directory, such as a symlink, or its C(etc/fstab) is a
+        directory. A symlinked C(etc/fstab) is replaced by a regular file; its target is never written.
     type: path
   slots:
     description: Number of slots in each C(links/<STAMP>) directory, one per boot entry.
@@ -166,6 +170,8 @@ options:
         C(CURRENT_SNAPSHOTS_PATH).
       - When omitted and there is no template yet, one is written that mounts C(CURRENT_SNAPSHOTS_PATH/@) read-only
         on C(/) and each of O(commons) read-write, by filesystem UUID.
+      - At most 1 MiB (1048576 bytes of UTF-8); a larger one is refused before anything changes. A C(fstab) on
+        the top level that is larger, or not a regular file (a symlink, a FIFO), is refused by every state.
     type: str
   root:
     description: Mount point of the running system's root; the generation mounted there is the booted one.
@@ -175,6 +181,8 @@ notes:
   - The module locks the top level (flock) for the whole run, so concurrent runs on one filesystem wait in turn.
   - Generations are ordered by creation time (one-second resolution), then by subvolume id.
   - Deleting waits for the btrfs cleaner (C(btrfs subvolume sync)), so the space is free when the module returns.
+    This includes the partial copy a failed copy (such as one that ran out of space) leaves, and the staging copy
+    of an interrupted run that the next run deletes, so a retry finds the space again.
 seealso:
   - name: Immutable root with atomic upgrades (Alpine wiki)
     description: The layout this module manages.
@@ -334,6 +342,7 @@ actions:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.immutable.root.plugins.module_utils._core.module import ImmutableRootModule
 from ansible_collections.immutable.root.plugins.module_utils._btrfs.converge import Run, converge
 from ansible_collections.immutable.root.plugins.module_utils._btrfs.model import DEFAULT_COMMONS
 from ansible_collections.immutable.root.plugins.module_utils._btrfs.request import validate_options
@@ -343,7 +352,7 @@ from ansible_collections.immutable.root.plugins.module_utils._core.runner import
 
 
 def main() -> None:
-    module = AnsibleModule(
+    module: AnsibleModule = ImmutableRootModule(
         argument_spec={
             "top": dict(type="path"),
             "device": dict(type="path"),

@@ -14,6 +14,7 @@ from ansible_collections.immutable.root.plugins.module_utils._btrfs.model import
     BUILDING, CURRENT, DELETION_STEPS, FSTAB, GenerationError, LINKS, NEXT, ROOT_SUBVOLUME, SNAPSHOTS, STAGING_PREFIX, Step,
     TENTATIVE, TEMPORARY_LINK_PREFIX, parse_current_target, parse_slot_target,
 )
+from ansible_collections.immutable.root.plugins.module_utils._btrfs.observe import read_template
 from ansible_collections.immutable.root.plugins.module_utils._btrfs.parse import mounted_subvolumes
 from ansible_collections.immutable.root.plugins.module_utils._btrfs.render import current_target, render_fstab, slot_target
 from ansible_collections.immutable.root.plugins.module_utils._core.actions import Action
@@ -91,15 +92,16 @@ class Executor:
         destination = self.path(step.target)
         staging = os.path.join(os.path.dirname(destination), STAGING_PREFIX + os.path.basename(destination))
         if os.path.lexists(staging):
-            self.runner.run(["btrfs", "subvolume", "delete", staging])
+            self._delete_staging(staging)
         self.runner.run(["btrfs", "subvolume", "create", staging])
+        subvolid = self._subvolume_id(staging)
         origin = t.cast(str, step.source.path)
         try:
             # --reflink=auto: from a subvolume of the same filesystem the data is shared, not copied.
             self.runner.run(["cp", "-a", "--one-file-system", "--reflink=auto", "--", origin.rstrip("/") + "/.",
                              staging + "/"])
         except CommandError as exc:
-            self.runner.run(["btrfs", "subvolume", "delete", staging], check=False)
+            self._discard_staging(staging, subvolid)
             raise CommandError("filling %s from %s failed, the partial copy was deleted: %s"
                                % (step.target, origin, exc.msg), cmd=exc.cmd, rc=exc.rc, stdout=exc.stdout,
                                stderr=exc.stderr)
@@ -140,14 +142,15 @@ class Executor:
         """Copy into a staging subvolume and rename it into place, so a generation is never seen half-copied."""
         staging = self.path("%s/%s%s" % (SNAPSHOTS, STAGING_PREFIX, name))
         if os.path.lexists(staging):
-            self.runner.run(["btrfs", "subvolume", "delete", staging])
+            self._delete_staging(staging)
         self.runner.run(["btrfs", "subvolume", "create", staging])
+        subvolid = self._subvolume_id(staging)
         _boundary("staging_created")
         try:
             # GNU cp: -a keeps owners, modes, links, xattrs and ACLs; -x stays on the source's filesystem.
             self.runner.run(["cp", "-a", "--one-file-system", "--", source.rstrip("/") + "/.", staging + "/"])
         except CommandError as exc:
-            self.runner.run(["btrfs", "subvolume", "delete", staging], check=False)
+            self._discard_staging(staging, subvolid)
             raise CommandError("copying %s into a new generation failed, the partial copy was deleted: %s"
                                % (source, exc.msg), cmd=exc.cmd, rc=exc.rc, stdout=exc.stdout, stderr=exc.stderr)
         _boundary("copied")
@@ -157,7 +160,7 @@ class Executor:
 
     def _inject_fstab(self, step: Step) -> None:
         name = step.names[0]
-        template = _read_template(self.path(FSTAB))
+        template = read_template(self.top)
         root = self.path("%s/%s/%s" % (SNAPSHOTS, name, ROOT_SUBVOLUME))
         # Every step through descriptors opened with O_NOFOLLOW: a generation's etc (or etc/fstab) that is,
         # or becomes, a symlink can never redirect the write to the host or another generation.
@@ -274,11 +277,28 @@ class Executor:
         _boundary("delete_generation")
 
     def _sync_deletions(self, step: Step) -> None:
+        self._wait_for_cleaner(step.ids)
+
+    def _wait_for_cleaner(self, ids: t.Sequence[int], check: bool = True) -> None:
+        """Return once the btrfs cleaner has dropped the deleted subvolumes ids and their space is free: it
+        drops them asynchronously, so a next try right after a deletion would still find the disk full."""
         # Without the commit, `subvolume sync` waits for the next periodic commit (~30 s, measured on kernel 6.18).
-        self.runner.run(["btrfs", "filesystem", "sync", self.top])
-        self.runner.run(["btrfs", "subvolume", "sync", self.top] + [str(subvolid) for subvolid in step.ids])
+        self.runner.run(["btrfs", "filesystem", "sync", self.top], check=check)
+        self.runner.run(["btrfs", "subvolume", "sync", self.top] + [str(subvolid) for subvolid in ids], check=check)
+        # The extents the cleaner freed stay pinned (counted as used) until the transaction that freed them commits.
+        self.runner.run(["btrfs", "filesystem", "sync", self.top], check=check)
 
+    def _subvolume_id(self, path: str) -> int:
+        return int(self.runner.run(["btrfs", "inspect-internal", "rootid", path]).stdout.strip())
 
-def _read_template(path: str) -> str:
-    with open(path, encoding="utf-8", errors="surrogateescape") as handle:
-        return handle.read()
+    def _delete_staging(self, staging: str) -> None:
+        """Delete a staging subvolume left by an interrupted run and wait until its space is back."""
+        subvolid = self._subvolume_id(staging)
+        self.runner.run(["btrfs", "subvolume", "delete", staging])
+        self._wait_for_cleaner([subvolid])
+
+    def _discard_staging(self, staging: str, subvolid: int) -> None:
+        """After a failed copy: delete the partial copy and wait for its space; errors here must not hide the
+        copy's own, so they are not raised (a leftover staging subvolume is deleted by the next run)."""
+        if self.runner.run(["btrfs", "subvolume", "delete", staging], check=False).rc == 0:
+            self._wait_for_cleaner([subvolid], check=False)

@@ -35,6 +35,12 @@ TOP_LEVEL_ID = 5
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 COMMON_PATTERN = re.compile(r"^@[A-Za-z0-9._@-]*$")
 NAME_MAX = 255
+# The fstab template (the parameter and top/fstab) is read with this cap; a larger one would be read truncated
+# and look changed on every run.
+MAX_FSTAB_BYTES = 1 << 20
+# A generation's etc/fstab is the template with each placeholder (22 bytes) replaced by /snapshots/<NAME>
+# (at most 11 + NAME_MAX bytes), so it can be about 12 times larger.
+MAX_RENDERED_FSTAB_BYTES = MAX_FSTAB_BYTES * (len("/%s/" % SNAPSHOTS) + NAME_MAX) // len(PLACEHOLDER) + 1
 _SLOT_TARGET = re.compile(r"^\.\./\.\./%s/([^/]+)/?$" % SNAPSHOTS)
 _CURRENT_TARGET = re.compile(r"^(?:\./)?%s/([^/]+)/?$" % LINKS)
 
@@ -228,6 +234,9 @@ class Request:
     building: bool = False  # present: record the new generation as unfinished until a present without it
     # boot_files that name's generation lacks, each with why (resolved by build_request, so planners stay pure)
     boot_problems: tuple[str, ...] = ()
+    # (parameter, why) when the source or origin generation of a new one has an etc/fstab that cannot be written
+    # (etc a symlink, etc/fstab a directory); resolved by build_request, refused when a generation is created
+    origin_problem: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,9 @@ import stat
 import typing as t
 
 from ansible_collections.immutable.root.plugins.module_utils._btrfs.model import (
-    BUILDING, COMMONS, CURRENT, FSTAB, Generation, LAYOUT_DIRECTORIES, LINKS, Layout, LinkDirectory, NEXT, ROOT_SUBVOLUME,
-    NAME_PATTERN, SNAPSHOTS, STAGING_PREFIX, Stray, SubvolumeInfo, TEMPORARY_LINK_PREFIX, parse_slot_target,
+    BUILDING, COMMONS, CURRENT, FSTAB, Generation, GenerationError, LAYOUT_DIRECTORIES, LINKS, Layout, LinkDirectory,
+    MAX_FSTAB_BYTES, MAX_RENDERED_FSTAB_BYTES, NEXT, ROOT_SUBVOLUME, NAME_PATTERN, SNAPSHOTS, STAGING_PREFIX, Stray,
+    SubvolumeInfo, TEMPORARY_LINK_PREFIX, parse_slot_target,
 )
 from ansible_collections.immutable.root.plugins.module_utils._btrfs.parse import (
     generation_name_of, mounted_subvolumes, parse_filesystem_uuid, parse_subvolume_info, parse_subvolume_list,
@@ -30,8 +31,6 @@ from ansible_collections.immutable.root.plugins.module_utils._linux.mountinfo im
     MountEntry, mount_containing, read_mountinfo,
 )
 
-MAX_FSTAB_BYTES = 1 << 20
-
 
 def _kind(path: str) -> str | None:
     """'dir', 'link', 'other' or None when missing (never follows a symlink)."""
@@ -44,8 +43,9 @@ def _kind(path: str) -> str | None:
     return "dir" if stat.S_ISDIR(mode) else "other"
 
 
-def _read_regular(path: str) -> str | None:
-    """Content of a regular file, None when missing; never follows a symlink at the last component."""
+def _read_regular(path: str, limit: int = MAX_FSTAB_BYTES) -> str | None:
+    """Content of a regular file of at most limit bytes, None when missing, larger or not a regular file; never
+    follows a symlink at the last component (and never blocks on a FIFO)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError:
@@ -57,10 +57,28 @@ def _read_regular(path: str) -> str | None:
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return None
-        data = os.read(fd, MAX_FSTAB_BYTES)
+        chunks, size = [], 0
+        while size <= limit:
+            chunk = os.read(fd, limit + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
     finally:
         os.close(fd)
-    return data.decode("utf-8", "surrogateescape")
+    if size > limit:
+        return None
+    return b"".join(chunks).decode("utf-8", "surrogateescape")
+
+
+def read_template(top: str) -> str:
+    """top/fstab, the template, as observe() reads it; an error when it is no longer a regular file of at most
+    MAX_FSTAB_BYTES (replaced since the layout was observed)."""
+    text = _read_regular(os.path.join(top, FSTAB))
+    if text is None:
+        raise GenerationError("top: %s/%s, the fstab template, is missing or not a regular file of at most %d "
+                              "bytes" % (top, FSTAB, MAX_FSTAB_BYTES))
+    return text
 
 
 def read_generation_fstab(top: str, name: str) -> str | None:
@@ -68,7 +86,33 @@ def read_generation_fstab(top: str, name: str) -> str | None:
     root = os.path.join(top, SNAPSHOTS, name, ROOT_SUBVOLUME)
     if _kind(os.path.join(root, "etc")) != "dir":
         return None
-    return _read_regular(os.path.join(root, "etc", "fstab"))
+    return _read_regular(os.path.join(root, "etc", "fstab"), MAX_RENDERED_FSTAB_BYTES)
+
+
+def _described(path: str) -> str:
+    mode = os.lstat(path).st_mode
+    if stat.S_ISLNK(mode):
+        return "a symlink to %r" % os.readlink(path)
+    for test, kind in ((stat.S_ISREG, "a regular file"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return kind
+    return "a device node"
+
+
+def injection_problem(root: str) -> str | None:
+    """Why a generation made from root could not have its etc/fstab written: etc must be a directory (or
+    missing) and etc/fstab anything but a directory, since the write goes through etc without following a
+    symlink and renames a new file over etc/fstab."""
+    etc = os.path.join(root.rstrip("/") or "/", "etc")
+    kind = _kind(etc)
+    if kind is None:
+        return None
+    if kind != "dir":
+        return "%s is not a directory but %s; the new generation's etc/fstab must be written into a real etc" % (
+            etc, _described(etc))
+    if _kind(os.path.join(etc, "fstab")) == "dir":
+        return "%s/fstab is a directory; the new generation's etc/fstab must be a file" % etc
+    return None
 
 
 def read_building(top: str) -> tuple[str | None, Stray | None]:

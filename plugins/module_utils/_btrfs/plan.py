@@ -11,7 +11,7 @@ import typing as t
 
 from ansible_collections.immutable.root.plugins.module_utils._btrfs.model import (
     COMMONS, CURRENT, DELETION_STEPS, FSTAB, Generation, GenerationError, LAYOUT_DIRECTORIES, LINKS, Layout,
-    LinkDirectory, PLACEHOLDER, Plan, ROOT_SUBVOLUME, Request, SNAPSHOTS, Source, Step, TENTATIVE, BUILDING,
+    LinkDirectory, MAX_FSTAB_BYTES, PLACEHOLDER, Plan, ROOT_SUBVOLUME, Request, SNAPSHOTS, Source, Step, TENTATIVE, BUILDING,
     parse_current_target,
 )
 from ansible_collections.immutable.root.plugins.module_utils._btrfs.render import current_target, render_fstab
@@ -43,10 +43,17 @@ def generation_target(name: str) -> str:
 
 
 def _refuse_blocked(layout: Layout) -> None:
-    if layout.blocked:
-        raise GenerationError("top: %s in %s %s not a directory (or subvolume) as the layout needs; refusing to "
-                              "replace it" % (", ".join(sorted(layout.blocked)), layout.top,
-                                              "is" if len(layout.blocked) == 1 else "are"))
+    problems = []
+    blocked = sorted(layout.blocked - {FSTAB})
+    if blocked:
+        problems.append("top: %s in %s %s not a directory (or subvolume) as the layout needs; refusing to replace it"
+                        % (", ".join(blocked), layout.top, "is" if len(blocked) == 1 else "are"))
+    if FSTAB in layout.blocked:
+        problems.append("top: %s/%s, the fstab template, is not a regular file of at most %d bytes (a symlink, FIFO, "
+                        "device or an oversized file); refusing to read or replace it, remove it and rerun "
+                        "state=initialized" % (layout.top, FSTAB, MAX_FSTAB_BYTES))
+    if problems:
+        raise GenerationError("; ".join(problems))
 
 
 def _refuse_foreign_current(layout: Layout) -> None:
@@ -100,6 +107,13 @@ def _refuse_uninjected(layout: Layout, name: str, template: str | None, steps: t
                           "run state=initialized with fstab_template, or inject it by hand" % (name, why))
 
 
+def _refuse_unfit_origin(request: Request) -> None:
+    """Refused before anything is created: a generation made from it would fail its fstab injection on every run."""
+    if request.origin_problem is not None:
+        param, problem = request.origin_problem
+        raise ParameterError(param, "refusing to create a generation from it: %s" % problem)
+
+
 def _create_step(name: str, source: Source) -> Step:
     details = {"generation": "snapshot of generation %s", "snapshot": "snapshot of subvolume %s",
                "copy": "copy of directory %s", "empty": "empty subvolume%s"}
@@ -145,6 +159,7 @@ def plan_initialized(request: Request, layout: Layout) -> Plan:
     new = layout.generation(first) is None
     if new:
         _refuse_taken_name(layout, first, "name")
+        _refuse_unfit_origin(request)
         steps.append(_create_step(first, request.source or Source("empty")))
     fstab, fstab_warnings = _fstab_steps(layout, first, template, new)
     steps += fstab
@@ -195,6 +210,7 @@ def plan_present(request: Request, layout: Layout) -> Plan:
             steps.append(_clear_building(name))
         return Plan(tuple(steps), tuple(warnings))
     _refuse_taken_name(layout, name, "name")
+    _refuse_unfit_origin(request)
     source = request.source
     if source is None:
         origin = request.origin or layout.current_name()

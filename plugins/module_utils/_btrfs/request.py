@@ -13,10 +13,11 @@ import time
 import typing as t
 
 from ansible_collections.immutable.root.plugins.module_utils._btrfs.model import (
-    COMMON_PATTERN, GenerationError, Layout, NAME_MAX, NAME_PATTERN, Request, Source,
+    COMMON_PATTERN, GenerationError, Layout, MAX_FSTAB_BYTES, NAME_MAX, NAME_PATTERN, ROOT_SUBVOLUME, Request,
+    SNAPSHOTS, Source,
 )
 from ansible_collections.immutable.root.plugins.module_utils._btrfs.observe import (
-    boot_file_problems, filesystem_uuid, source_kind,
+    boot_file_problems, filesystem_uuid, injection_problem, source_kind,
 )
 from ansible_collections.immutable.root.plugins.module_utils._btrfs.render import common_mountpoint, default_template
 from ansible_collections.immutable.root.plugins.module_utils._core.errors import ParameterError
@@ -54,6 +55,14 @@ def new_stamp(utc_time: str, letters: str) -> str:
         # A clock outside years 1000-9999 gives another width: an error the module reports, not a traceback.
         raise GenerationError("a generation stamp is 14 digits and 8 letters, got %r (is the clock right?)" % stamp)
     return stamp
+
+
+def validate_template(param: str, value: str) -> str:
+    """The fstab template: written to top/fstab as UTF-8, and read back (by every later run) with a cap."""
+    size = len(value.encode("utf-8", "surrogateescape"))
+    if size > MAX_FSTAB_BYTES:
+        raise ParameterError(param, "is %d bytes; at most %d bytes (1 MiB) are allowed" % (size, MAX_FSTAB_BYTES))
+    return value
 
 
 MAX_SLOTS = 64
@@ -102,6 +111,8 @@ def validate_options(params: dict) -> dict:
             raise ParameterError("boot_files", "each entry must be an absolute path inside the generation, got %r"
                                  % (path,))
     checked["boot_files"] = boot_files
+    if params.get("fstab_template") is not None:
+        validate_template("fstab_template", params["fstab_template"])
     if params.get("fill_commons"):
         if state != "initialized":
             raise ParameterError("fill_commons", "is only used by state=initialized")
@@ -132,6 +143,20 @@ def fresh_stamp(taken: t.Collection[str]) -> str:
             return stamp
 
 
+def origin_problem(options: dict, layout: Layout, top: str) -> tuple[str, str] | None:
+    """(parameter, why) when the root a new generation would start from cannot take an injected etc/fstab."""
+    if options["source"] is not None:
+        problem = injection_problem(options["source"])
+        return ("source", problem) if problem else None
+    origin = options["from"] or layout.current_name()
+    if options["state"] != "present" or layout.generation(origin) is None:
+        return None
+    problem = injection_problem(os.path.join(top, SNAPSHOTS, t.cast(str, origin), ROOT_SUBVOLUME))
+    if problem is None:
+        return None
+    return "from", "generation %s%s: %s" % (origin, "" if options["from"] else " (current, the default)", problem)
+
+
 def build_request(options: dict, layout: Layout, runner: Runner, top: str, top_mount: MountEntry) -> Request:
     taken = set(layout.names()) | {stray.path.split("/", 1)[1] for stray in layout.strays}
     new_name = fresh_stamp(taken)
@@ -150,5 +175,5 @@ def build_request(options: dict, layout: Layout, runner: Runner, top: str, top_m
                    pinned=options["pinned"], commons=options["commons"], fstab_template=options["fstab_template"],
                    default_template=template, root=options["root"], fill_sources=fill_sources(options),
                    tentative=bool(options.get("tentative")), unhealthy=options.get("unhealthy", ()),
-                   building=bool(options.get("building")),
+                   building=bool(options.get("building")), origin_problem=origin_problem(options, layout, top),
                    boot_problems=boot_file_problems(top, name, options.get("boot_files", ())))

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import os
 import pathlib
 
 import pytest
@@ -227,3 +228,41 @@ def test_generations_sort_by_creation_then_id_and_predictions_last() -> None:
     same_second = [Generation("late-id", 300, "2026-01-01T00:00:00Z"), Generation("early-id", 299, "2026-01-01T00:00:00Z"),
                    Generation("predicted", None, None), Generation("older", 400, "2025-12-31T23:59:59Z")]
     assert [g.name for g in sort_generations(same_second)] == ["older", "early-id", "late-id", "predicted"]
+
+
+def test_injection_problem_names_what_is_in_the_way(tmp_path: pathlib.Path) -> None:
+    from ansible_collections.immutable.root.plugins.module_utils._btrfs.observe import injection_problem
+
+    assert injection_problem(str(tmp_path)) is None  # no etc: it is created
+    (tmp_path / "etc").symlink_to("/etc")
+    assert injection_problem(str(tmp_path)) == ("%s/etc is not a directory but a symlink to '/etc'; the new "
+                                                "generation's etc/fstab must be written into a real etc" % tmp_path)
+    (tmp_path / "etc").unlink()
+    (tmp_path / "etc").write_text("")
+    assert "a regular file" in injection_problem(str(tmp_path) + "/")
+    (tmp_path / "etc").unlink()
+    os.mkfifo(tmp_path / "etc")
+    assert "a FIFO" in injection_problem(str(tmp_path))
+    (tmp_path / "etc").unlink()
+    (tmp_path / "etc/fstab").mkdir(parents=True)
+    assert injection_problem(str(tmp_path)) == ("%s/etc/fstab is a directory; the new generation's etc/fstab must "
+                                                "be a file" % tmp_path)
+    (tmp_path / "etc/fstab").rmdir()
+    (tmp_path / "etc/fstab").symlink_to("/dev/zero")
+    assert injection_problem(str(tmp_path)) is None  # replaced by a regular file, the target untouched
+
+
+def test_the_template_is_read_with_a_cap_and_only_from_a_regular_file(tmp_path: pathlib.Path) -> None:
+    from ansible_collections.immutable.root.plugins.module_utils._btrfs.model import GenerationError as Refused
+    from ansible_collections.immutable.root.plugins.module_utils._btrfs.observe import read_template
+
+    fstab = tmp_path / "fstab"
+    fstab.write_bytes(b"x" * (1 << 20))
+    assert read_template(str(tmp_path)) == "x" * (1 << 20)
+    fstab.write_bytes(b"x" * ((1 << 20) + 1))
+    for make in (lambda: None, lambda: (fstab.unlink(), os.mkfifo(fstab)),
+                 lambda: (fstab.unlink(), fstab.symlink_to("/dev/zero"))):
+        make()
+        with pytest.raises(Refused) as error:
+            read_template(str(tmp_path))
+        assert "not a regular file of at most 1048576 bytes" in error.value.msg

@@ -233,10 +233,27 @@ def test_a_template_without_placeholder_is_written_with_a_warning() -> None:
     assert verbs(plan) == ["write_fstab_template"] and "does not contain CURRENT_SNAPSHOTS_PATH" in plan.warnings[0]
 
 
+def test_a_source_whose_etc_cannot_take_the_fstab_is_refused_only_when_a_generation_is_created() -> None:
+    unfit = ("source", "/src/etc is not a directory but a symlink to '/etc'")
+    assert refusal("present", layout(), name="N", source=Source("copy", "/src"), origin_problem=unfit) == \
+        "source: refusing to create a generation from it: /src/etc is not a directory but a symlink to '/etc'"
+    assert refusal("present", layout(), name="N", building=True, origin_problem=unfit).startswith("source: refusing")
+    assert refusal("initialized", layout((), slots=()), origin_problem=unfit).startswith("source: refusing")
+    assert verbs(plan_generation(request("present", "A", origin_problem=unfit), layout())) == []
+    assert verbs(plan_generation(request("initialized", origin_problem=unfit), layout())) == []
+
+
+def test_a_blocked_template_is_named_as_the_template() -> None:
+    message = refusal("pruned", layout(blocked=frozenset({"fstab"})))
+    assert message.startswith("top: /top/fstab, the fstab template, is not a regular file of at most 1048576 bytes")
+    both = refusal("pruned", layout(blocked=frozenset({"fstab", "next"})))
+    assert both.startswith("top: next in /top is not a directory") and "; top: /top/fstab, the fstab" in both
+
+
 def test_initialized_refusals() -> None:
     assert "refusing to replace a link" in refusal("initialized", layout((), slots=(), current_text="/x"))
     blocked = refusal("initialized", layout(blocked=frozenset({"links", "fstab"})))
-    assert blocked.startswith("top: fstab, links in /top are not")
+    assert blocked.startswith("top: links in /top is not")
     taken = layout((), slots=(), strays=(Stray("foreign", "snapshots/NEW", "x"),))
     assert refusal("initialized", taken).startswith("name: snapshots/NEW exists")
 

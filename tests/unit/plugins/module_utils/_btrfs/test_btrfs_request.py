@@ -49,6 +49,9 @@ REFUSALS = [
     (dict(tentative=True), "tentative: is only used by state=current"),
     (dict(fill_commons=True), "fill_commons: is only used by state=initialized"),
     (dict(state="initialized", fill_commons=True), "fill_commons: needs source"),
+    (dict(state="initialized", fstab_template="#" * (1 << 20) + "\n"),
+     "fstab_template: is 1048577 bytes; at most 1048576 bytes (1 MiB)"),
+    (dict(state="initialized", fstab_template="\xe9" * (1 << 19) + "\n"), "fstab_template: is 1048577 bytes"),
 ]
 
 
