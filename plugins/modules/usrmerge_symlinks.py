@@ -90,13 +90,19 @@ options:
       - V(remove) merges anyway and deletes the file as the first change, since it is false afterwards.
       - V(keep) merges and leaves the file. V(honour) fails while the file exists and the root is not merged.
       - A root that is already merged is not changed, whatever this says.
+      - The module does not follow an C(/etc) that is a symlink to look for the file, and does not remove a
+        directory of that name; with V(remove) or V(honour) it then fails before any change, V(keep) merges.
     type: str
     choices: [remove, keep, honour]
     default: remove
 notes:
   - A separate C(/usr) filesystem gets copies rather than hard links; the free space (and inodes) it needs are
-    checked before anything is touched. A C(/usr) that is a bind mount of the root's filesystem is detected
-    only when the first hard link fails, and copies are then made without that check.
+    checked before anything is touched. Only the data of a sparse file is copied (its holes stay holes), and the
+    check counts its allocated blocks, not its apparent size. A C(/usr) that is a bind mount of the root's
+    filesystem is detected only when the first hard link fails, and copies are then made without that check.
+  - Concurrent runs on one O(root) take turns. Each holds a C(flock) lock on the root directory from its
+    first look to its last check (a shared one in check mode), so a later run waits, up to 10 minutes, and then
+    finds the work done. Where the filesystem has no such locks, the run goes ahead with a warning.
   - Take a snapshot first when you can (a btrfs snapshot, for example); like Debian's and Gentoo's tools, the
     merge has no undo.
   - Debian's C(/etc/shells) entries for C(/usr/bin/sh) and friends (C(convert-etc-shells)) are not added.
@@ -200,10 +206,12 @@ differing:
   elements: str
 """
 
+import contextlib
 import os
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.immutable.root.plugins.module_utils._core.module import ImmutableRootModule
 from ansible_collections.immutable.root.plugins.module_utils._core.actions import as_dicts
 from ansible_collections.immutable.root.plugins.module_utils._core.errors import (
     ImmutableRootError, ParameterError, failure,
@@ -220,6 +228,7 @@ from ansible_collections.immutable.root.plugins.module_utils._usrmerge.execute i
 from ansible_collections.immutable.root.plugins.module_utils._usrmerge.manifest import (
     Hasher, after, before, differences, expected,
 )
+from ansible_collections.immutable.root.plugins.module_utils._usrmerge.lock import locked_root
 from ansible_collections.immutable.root.plugins.module_utils._usrmerge.observe import observe
 
 MAX_LISTED = 20
@@ -249,7 +258,7 @@ def conflict_message(conflicts: list) -> str:
 
 
 def main() -> None:
-    module = AnsibleModule(
+    module: AnsibleModule = ImmutableRootModule(
         argument_spec=dict(
             root=dict(type="path", default="/"),
             directories=dict(type="list", elements="str"),
@@ -261,8 +270,11 @@ def main() -> None:
     )
     executor = None
     verified = None
+    held = contextlib.ExitStack()
     try:
         request = build_request(module.params)
+        for warning in held.enter_context(locked_root(request.root, exclusive=not module.check_mode)):
+            module.warn(warning)
         hasher = Hasher()
         observed, layout = observe(request, hasher)
         plan = plan_usrmerge(request, observed)
@@ -296,6 +308,7 @@ def main() -> None:
     finally:
         if executor is not None:
             executor.close()
+        held.close()
 
     done = executor.done if executor else list(plan.actions)
     counts = dict(plan.counts)

@@ -9,12 +9,13 @@ import errno
 import fcntl
 import os
 import stat
+import typing as t
 
 from ansible_collections.immutable.root.plugins.module_utils._core.actions import Action
 from ansible_collections.immutable.root.plugins.module_utils._core.checkpoint import step_boundary
 from ansible_collections.immutable.root.plugins.module_utils._linux.fs import exchange, rename_noreplace, syncfs
 from ansible_collections.immutable.root.plugins.module_utils._usrmerge.manifest import (
-    Hasher, O_DIR, kind_of, same_object,
+    CHUNK, Hasher, O_DIR, kind_of, same_object,
 )
 from ansible_collections.immutable.root.plugins.module_utils._usrmerge.model import (
     BACKUP_DIR, EntryOp, Node, Observed, PREFIX, Plan, SKIP_FLAG, UsrMergeError, parent, relative, show,
@@ -22,6 +23,9 @@ from ansible_collections.immutable.root.plugins.module_utils._usrmerge.model imp
 from ansible_collections.immutable.root.plugins.module_utils._usrmerge.observe import Directories, lstat, open_root
 
 FICLONE = 0x40049409  # _IOW(0x94, 9, int), linux/fs.h
+# copy_file_range(2) refuses copies across filesystems before Linux 5.3 and between filesystem types since 5.19
+# (EXDEV), and fails where a filesystem or a seccomp filter does not offer it: pread and pwrite copy then.
+COPY_RANGE_REFUSED = (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EPERM)
 SPECIAL_TYPES = {"fifo": stat.S_IFIFO, "char": stat.S_IFCHR, "block": stat.S_IFBLK, "socket": stat.S_IFSOCK}
 BACKUP_MODE = 0o700  # saved copies may be setuid binaries
 
@@ -56,30 +60,60 @@ def copy_xattrs(src_fd: int, dst_fd: int) -> None:
         os.setxattr(dst_fd, name, os.getxattr(src_fd, name))
 
 
+def data_extents(fd: int, size: int) -> t.Iterator[tuple[int, int]]:
+    """(start, end) of each stretch of fd's first size bytes that holds data; holes are skipped, never read."""
+    offset = 0
+    while offset < size:
+        try:
+            start = os.lseek(fd, offset, os.SEEK_DATA)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:  # nothing but a hole from offset on
+                return
+            if exc.errno != errno.EINVAL:
+                raise
+            yield offset, size  # no SEEK_DATA here: all of it is data
+            return
+        if start >= size:
+            return
+        end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
+        yield start, end
+        offset = end
+
+
+def copy_range(src_fd: int, dst_fd: int, start: int, end: int) -> None:
+    """Bytes start to end of src_fd to the same offsets of dst_fd."""
+    offset = start
+    try:
+        while offset < end:
+            done = os.copy_file_range(src_fd, dst_fd, end - offset, offset, offset)
+            if done == 0:  # the source shrank; the manifest check reports it
+                return
+            offset += done
+        return
+    except OSError as exc:
+        if exc.errno not in COPY_RANGE_REFUSED:
+            raise
+    while offset < end:
+        chunk = os.pread(src_fd, min(CHUNK, end - offset), offset)
+        if not chunk:
+            return
+        view = memoryview(chunk)
+        while view:
+            written = os.pwrite(dst_fd, view, offset)
+            view = view[written:]
+            offset += written
+
+
 def copy_data(src_fd: int, dst_fd: int, size: int) -> None:
+    """A reflink where the filesystem can; else a copy of the data extents only, so a sparse file stays sparse."""
     try:
         fcntl.ioctl(dst_fd, FICLONE, src_fd)  # a reflink on btrfs and xfs: no data is copied
         return
     except OSError:
         pass
-    copied = 0
-    try:
-        while copied < size:
-            done = os.copy_file_range(src_fd, dst_fd, size - copied)
-            if done == 0:
-                break
-            copied += done
-        return
-    except (OSError, AttributeError):  # old kernels refuse copies across filesystems; Python < 3.8
-        os.lseek(src_fd, copied, os.SEEK_SET)
-        os.lseek(dst_fd, copied, os.SEEK_SET)
-    while True:
-        chunk = os.read(src_fd, 1 << 20)
-        if not chunk:
-            return
-        view = memoryview(chunk)
-        while view:
-            view = view[os.write(dst_fd, view):]
+    for start, end in data_extents(src_fd, size):
+        copy_range(src_fd, dst_fd, start, end)
+    os.ftruncate(dst_fd, size)  # the holes after the last extent
 
 
 def check_identity(st: os.stat_result | None, node: Node, path: str) -> os.stat_result:

@@ -46,6 +46,7 @@ class Node:
     resolved: str = ""  # links: value of the final object, or "missing …" / "loop …"
     resolved_path: str = ""  # links: the physical path they resolve to ("" when broken)
     children: t.Mapping[str, Node] | None = None  # directories that were walked
+    allocated: int = -1  # bytes in allocated blocks (st_blocks * 512), less than size for a sparse file; -1 unknown
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,7 @@ class Observed:
     usr_nodes: t.Mapping[str, Node] = field(default_factory=dict)  # destinations that exist
     leftovers: t.Mapping[str, Node] = field(default_factory=dict)  # our temporary names
     skip_flag: bool = False
+    skip_flag_problem: str = ""  # why the skip flag cannot be looked for or removed ("<root>/etc is a symlink …")
     usr_free: int = -1  # bytes available to root in the filesystem holding usr, -1 unknown
     usr_free_inodes: int = -1
     backup_dev: int = 0  # device the backup directory is (or would be) on

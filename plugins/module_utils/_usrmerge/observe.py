@@ -102,7 +102,7 @@ class Snapshot:
         elif kind == "file":
             digest, xattrs = self.hasher.file(dir_fd, name, st)
         return Node(kind, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_dev, st.st_ino, st.st_size,
-                    st.st_rdev, target, digest, xattrs, resolved, physical)
+                    st.st_rdev, target, digest, xattrs, resolved, physical, allocated=st.st_blocks * 512)
 
     def tree(self, dir_fd: int, path: str, st: os.stat_result) -> Node:
         """A directory and everything below it; dir_fd is open on it."""
@@ -199,15 +199,24 @@ def backup_location(root_fd: int) -> tuple[int, str]:
         os.close(fd)
 
 
-def skip_flag_present(root_fd: int) -> bool:
+def skip_flag_state(root_fd: int, root: str) -> tuple[bool, str]:
+    """(present, problem): whether the skip flag exists, and why the module cannot look for it or remove it."""
+    etc, _slash, name = SKIP_FLAG.rpartition("/")
+    st = lstat(root_fd, etc)
+    if st is not None and stat.S_ISLNK(st.st_mode):
+        return False, "%s/%s is a symlink to %s; refusing to follow it to look for %s" % (
+            root.rstrip("/"), etc, os.readlink(etc, dir_fd=root_fd), show(SKIP_FLAG))
+    if st is None or not stat.S_ISDIR(st.st_mode):
+        return False, ""
+    fd = open_relative(root_fd, etc)
     try:
-        fd = open_relative(root_fd, SKIP_FLAG.rpartition("/")[0])
-    except OSError:
-        return False
-    try:
-        return lstat(fd, SKIP_FLAG.rpartition("/")[2]) is not None
+        flag = lstat(fd, name)
     finally:
         os.close(fd)
+    if flag is not None and stat.S_ISDIR(flag.st_mode):
+        return True, "%s/%s is a directory, not debootstrap's flag file; refusing to remove it" % (
+            root.rstrip("/"), SKIP_FLAG)
+    return flag is not None, ""
 
 
 def mounts_inside(root: str, relatives: t.Sequence[str]) -> tuple[str, ...]:
@@ -280,11 +289,12 @@ def observe(request: Request, hasher: Hasher | None = None) -> tuple[Observed, L
         finally:
             os.close(usr_fd)
         backup_dev, backup_problem = backup_location(root_fd)
+        skip_flag, skip_flag_problem = skip_flag_state(root_fd, request.root)
         moved = [source.path for source in layout.sources] + list(snapshot.leftovers)
         observed = Observed(
             mounts_inside=mounts_inside(request.root, moved),
             tops=tops, links=links, trees=trees, usr_nodes=usr_nodes, leftovers=snapshot.leftovers,
-            skip_flag=skip_flag_present(root_fd),
+            skip_flag=skip_flag, skip_flag_problem=skip_flag_problem,
             usr_free=space.f_bavail * space.f_frsize,
             # btrfs reports no inode limit (f_files == 0)
             usr_free_inodes=space.f_favail if space.f_files else -1,

@@ -264,6 +264,11 @@ def identical(node: Node, other: Node) -> bool:
     return node.rdev == other.rdev
 
 
+def copied_bytes(node: Node) -> int:
+    """What a copy of node takes: its allocated blocks, since the holes of a sparse file are not copied."""
+    return node.size if node.allocated < 0 else min(node.size, node.allocated)
+
+
 def _walk(path: str, node: Node) -> t.Iterator[tuple[str, Node]]:
     yield path, node
     for name, child in sorted((node.children or {}).items()):
@@ -326,6 +331,9 @@ def plan_usrmerge(request: Request, observed: Observed) -> Plan:
         classifier.merge(source.path, source.dst, observed.trees[source.path])
     ops = tuple(classifier.ops)
     converting = bool(layout.sources or layout.new_links)
+    if converting and observed.skip_flag_problem and request.skip_flag != "keep":
+        raise UsrMergeError("root: %s, nothing was changed (skip_flag=keep merges without looking)"
+                            % observed.skip_flag_problem)
     if converting and observed.skip_flag and request.skip_flag == "honour":
         raise ParameterError("skip_flag", "%s exists (debootstrap's request to keep /usr split); set skip_flag=remove "
                              "or keep to merge anyway" % show(SKIP_FLAG))
@@ -347,7 +355,7 @@ def plan_usrmerge(request: Request, observed: Observed) -> Plan:
         overrides=dict(classifier.overrides),
         cleanup=cleanup,
         remove_skip_flag=remove_flag,
-        needed_bytes=sum(-(-op.node.size // BLOCK) * BLOCK for op in copies)
+        needed_bytes=sum(-(-copied_bytes(op.node) // BLOCK) * BLOCK for op in copies)
         + BLOCK * sum(1 for op in created if op.create == "mkdir"),
         needed_inodes=len(created),
         counts=counts,

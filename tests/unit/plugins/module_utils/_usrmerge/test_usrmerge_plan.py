@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import typing as t
+from dataclasses import replace
 
 import pytest
 
@@ -95,6 +96,13 @@ def test_move_is_a_hard_link_on_the_same_filesystem_and_a_copy_across() -> None:
     across = plan({"bin": D(cat=F(size=5000))})
     assert only(across, "move").create == "copy"
     assert across.needed_bytes == 8192, "rounded up to whole blocks"
+
+
+def test_a_sparse_copy_needs_its_allocated_blocks_only() -> None:
+    sparse = replace(F(size=256 * 1048576), allocated=1048576 + 512)
+    assert plan({"bin": D(big=sparse)}).needed_bytes == 1048576 + 4096
+    preallocated = replace(F(size=5000), allocated=65536)
+    assert plan({"bin": D(big=preallocated)}).needed_bytes == 8192, "never more than the apparent size"
 
 
 def test_move_of_special_files() -> None:
@@ -357,6 +365,18 @@ def test_skip_flag() -> None:
     assert not plan(tree, skip_flag=True, skip_mode="keep").remove_skip_flag
     with pytest.raises(ParameterError, match="^skip_flag: /etc/unsupported-skip-usrmerge-conversion exists"):
         plan(tree, skip_flag=True, skip_mode="honour")
+
+
+@pytest.mark.parametrize("mode", ["remove", "honour"])
+def test_skip_flag_that_cannot_be_looked_for_refuses_unless_kept(mode: str) -> None:
+    problem = "/r/etc is a symlink to /elsewhere; refusing to follow it to look for the flag"
+    with pytest.raises(UsrMergeError, match="^root: /r/etc is a symlink to /elsewhere; .*, nothing was changed "
+                                            r"\(skip_flag=keep merges without looking\)$"):
+        plan({"bin": D()}, skip_flag_problem=problem, skip_mode=mode)
+    assert plan({"bin": D()}, skip_flag_problem=problem, skip_mode="keep").layout.sources
+    merged = {name: L("usr/" + name, D()) for name in ("bin", "sbin", "lib")}
+    assert plan(merged, links={"bin": "usr/bin", "sbin": "usr/sbin", "lib": "usr/lib"}, skip_flag_problem=problem,
+                skip_mode=mode).empty, "a merged root needs no look at the flag"
 
 
 # --- leftovers of an interrupted run -----------------------------------------------------------------------------
