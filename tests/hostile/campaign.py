@@ -32,3 +32,8 @@ odd_text = st.text(st.one_of(st.sampled_from(ODD_CHARACTERS), st.characters(blac
 component = st.text(st.one_of(st.sampled_from([c for c in ODD_CHARACTERS if c != "/"]),
                               st.characters(blacklist_categories=("Cs",), blacklist_characters="/\0")),
                     min_size=1, max_size=12).filter(lambda name: name not in (".", ".."))
+
+# Generated module runs (test_campaign_modules.py, three module runs each): a handful in make test, 2000 per module
+# in make hostile; IMMUTABLE_ROOT_CAMPAIGN_EXAMPLES sets another count.
+CAMPAIGN_EXAMPLES = int(os.environ.get("IMMUTABLE_ROOT_CAMPAIGN_EXAMPLES",
+                                       2000 if os.environ.get("HYPOTHESIS_PROFILE") == "hostile" else 5))

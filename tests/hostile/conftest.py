@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import os
+import typing as t
 
 import pytest
 
@@ -20,3 +21,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         for item in items:
             if "tests/hostile/" in str(item.fspath) and getattr(item.module, "NEEDS_ROOT", True):
                 item.add_marker(skip)
+
+
+def pytest_terminal_summary(terminalreporter: t.Any) -> None:
+    # The campaign's table (tests/hostile/outcomes.py): one row per module, its runs by verdict.
+    from outcomes import TALLY, table  # pylint: disable=import-outside-toplevel
+    if TALLY:
+        terminalreporter.write_sep("=", "hostile-input campaign: generated module runs by verdict")
+        terminalreporter.write_line(table())
