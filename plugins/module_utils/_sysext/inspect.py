@@ -175,8 +175,46 @@ class InspectJob(t.NamedTuple):
     impact: bool = False  # also compute the FileImpact (diff mode)
 
 
+# The superblock magics of the formats extension images come in, read directly: blkid -p cost a process (about 3 ms)
+# per image on every run. (offset, bytes, filesystem type); anything else is left to blkid.
+SUPERBLOCK_MAGICS = ((0, b"hsqs", "squashfs"), (1024, b"\xe2\xe1\xf5\xe0", "erofs"))
+MAGIC_BYTES = max(offset + len(magic) for offset, magic, _fstype in SUPERBLOCK_MAGICS)
+
+
+# A GPT header in LBA 1 makes systemd read the file as a partitioned image, whatever else it holds.
+GPT_SIGNATURE = (512, b"EFI PART")
+
+
+def superblock_type(head: bytes) -> str | None:
+    """The filesystem whose superblock magic the image's first bytes hold, among SUPERBLOCK_MAGICS; None where
+    it holds none of them or also a GPT header (blkid decides those)."""
+    offset, signature = GPT_SIGNATURE
+    if head[offset:offset + len(signature)] == signature:
+        return None
+    for offset, magic, fstype in SUPERBLOCK_MAGICS:
+        if head[offset:offset + len(magic)] == magic:
+            return fstype
+    return None
+
+
+def read_head(image: str) -> bytes:
+    """The first MAGIC_BYTES of a regular file (never blocking on a FIFO, never through a symlink); b"" otherwise."""
+    try:
+        fd = os.open(image, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return b""
+    try:
+        return os.pread(fd, MAGIC_BYTES, 0) if stat.S_ISREG(os.fstat(fd).st_mode) else b""
+    finally:
+        os.close(fd)
+
+
 def probe_filesystem(runner: Runner, image: str) -> tuple[str | None, str | None]:
-    """(filesystem type, problem) of a raw image as blkid's low-level probe sees it."""
+    """(filesystem type, problem) of a raw image: squashfs and erofs by their magic, the rest as blkid's
+    low-level probe sees it."""
+    fstype = superblock_type(read_head(image))
+    if fstype:
+        return fstype, None
     probe = runner.run(["blkid", "-p", "-o", "export", image], check=False)
     fields = dict(line.split("=", 1) for line in probe.stdout.splitlines() if "=" in line)
     if fields.get("TYPE"):
