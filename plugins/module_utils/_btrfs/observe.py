@@ -27,6 +27,7 @@ from ansible_collections.immutable.root.plugins.module_utils._core.paths import 
 from ansible_collections.immutable.root.plugins.module_utils._core.runner import Runner
 from ansible_collections.immutable.root.plugins.module_utils._linux import btrfs_ioctl
 from ansible_collections.immutable.root.plugins.module_utils._linux.btrfs_ioctl import SUBVOLUME_ROOT_INODE
+from ansible_collections.immutable.root.plugins.module_utils._linux.fs import read_regular
 from ansible_collections.immutable.root.plugins.module_utils._linux.mountinfo import (
     MountEntry, mount_containing, read_mountinfo,
 )
@@ -47,28 +48,13 @@ def _read_regular(path: str, limit: int = MAX_FSTAB_BYTES) -> str | None:
     """Content of a regular file of at most limit bytes, None when missing, larger or not a regular file; never
     follows a symlink at the last component (and never blocks on a FIFO)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        return read_regular(path, limit).decode("utf-8", "surrogateescape")
     except FileNotFoundError:
         return None
     except OSError as exc:
-        if exc.errno == errno.ELOOP:
+        if exc.errno in (errno.ELOOP, errno.EINVAL, errno.EFBIG):
             return None
         raise
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        chunks, size = [], 0
-        while size <= limit:
-            chunk = os.read(fd, limit + 1 - size)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-    finally:
-        os.close(fd)
-    if size > limit:
-        return None
-    return b"".join(chunks).decode("utf-8", "surrogateescape")
 
 
 def read_template(top: str) -> str:

@@ -9,6 +9,7 @@ import ctypes
 import errno
 import os
 import platform
+import stat
 
 from ansible_collections.immutable.root.plugins.module_utils._linux import libc
 
@@ -66,5 +67,30 @@ def syncfs_path(path: str) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         syncfs(fd, path)
+    finally:
+        os.close(fd)
+
+
+def read_regular(path: str, limit: int) -> bytes:
+    """The bytes of the regular file path, at most limit of them; OSError for anything else (ELOOP: a symlink,
+    EINVAL: not a regular file, EFBIG: larger than limit).
+
+    O_NOFOLLOW|O_NONBLOCK: a symlink is never followed at the last component, and a FIFO or a device behind the name
+    neither blocks nor is read without end.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", path)
+        chunks, size = [], 0
+        while size <= limit:
+            chunk = os.read(fd, limit + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > limit:
+            raise OSError(errno.EFBIG, "larger than %d bytes" % limit, path)
+        return b"".join(chunks)
     finally:
         os.close(fd)

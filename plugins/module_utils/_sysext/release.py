@@ -5,14 +5,12 @@
 
 from __future__ import annotations
 
-import errno
-import os
 import re
-import stat
 import typing as t
 from dataclasses import dataclass
 
 from ansible_collections.immutable.root.plugins.module_utils._core.errors import ImmutableRootError
+from ansible_collections.immutable.root.plugins.module_utils._linux.fs import read_regular
 
 # src/basic/string-util.h, src/basic/escape.h
 _WHITESPACE = " \t\n\r"
@@ -68,28 +66,9 @@ MAX_RELEASE_BYTES = 1 << 20
 
 
 def read_release_bytes(path: str, limit: int = MAX_RELEASE_BYTES) -> bytes:
-    """The bytes of the regular file path, at most limit of them; OSError for anything else.
-
-    O_NOFOLLOW|O_NONBLOCK: a FIFO or a device behind a release file name must neither block nor be read without end.
-    """
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise OSError(errno.EINVAL, "not a regular file", path)
-        chunks = []
-        size = 0
-        while size <= limit:
-            chunk = os.read(fd, limit + 1 - size)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-        if size > limit:
-            raise OSError(errno.EFBIG, "larger than %d bytes" % limit, path)
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
+    """The bytes of the regular release file path, at most limit of them; OSError for anything else (a FIFO or a
+    device behind a release file name must neither block nor be read without end)."""
+    return read_regular(path, limit)
 
 
 def parse_env_pairs(data: bytes, source: str = "release file") -> dict[str, str]:
