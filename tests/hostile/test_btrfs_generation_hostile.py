@@ -6,6 +6,7 @@ current; oversized or non-regular templates, sources whose etc is no directory, 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import pathlib
@@ -92,15 +93,22 @@ def source_tree(base: pathlib.Path) -> pathlib.Path:
     return tree
 
 
-@pytest.fixture
-def top() -> t.Iterator[str]:
-    disk = Disk.create(shared_pool(), "1G", "hostile")
+@contextlib.contextmanager
+def initialized_top(size: str, label: str) -> t.Iterator[str]:
+    """A fresh loop btrfs of size, mounted, with its first generation gen-a."""
+    disk = Disk.create(shared_pool(), size, label)
     mounted = disk.mount()
     try:
         ok({"top": mounted, "state": "initialized", "name": "gen-a"})
         yield mounted
     finally:
         disk.discard()
+
+
+@pytest.fixture
+def top() -> t.Iterator[str]:
+    with initialized_top("1G", "hostile") as mounted:
+        yield mounted
 
 
 def test_an_fstab_template_over_1_mib_is_refused_before_anything_changes(top: str) -> None:
@@ -232,14 +240,9 @@ def fill(top: str, leave: int) -> None:
 
 
 @pytest.fixture
-def small_top(tmp_path: pathlib.Path) -> t.Iterator[str]:
-    disk = Disk.create(shared_pool(), "512M", "enospc")
-    mounted = disk.mount()
-    try:
-        ok({"top": mounted, "state": "initialized", "name": "gen-a"})
+def small_top() -> t.Iterator[str]:
+    with initialized_top("512M", "enospc") as mounted:
         yield mounted
-    finally:
-        disk.discard()
 
 
 def big_tree(base: pathlib.Path, size: int) -> pathlib.Path:

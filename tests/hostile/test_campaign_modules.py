@@ -8,6 +8,7 @@ Every path option points into a fresh work directory, inside a private mount nam
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import pathlib
@@ -95,10 +96,16 @@ def campaign(ns: MountNamespace, module: str, args: dict[str, t.Any], work: str,
     assert outcome in ("clear error", "ok"), "%s %s: %s (arguments %r)" % (module, outcome, why, args)
 
 
-def cleanup(ns: MountNamespace, work: str) -> None:
-    ns.sh('for m in $(awk \'{print $5}\' /proc/self/mountinfo | grep "^%s" | sort -r); do '
-          'umount -l "$(printf "%%b" "$m")" || true; done' % work, check=False)
-    shutil.rmtree(work, ignore_errors=True)
+@contextlib.contextmanager
+def scratch(ns: MountNamespace) -> t.Iterator[str]:
+    """A fresh work directory; afterwards whatever a run mounted under it is unmounted and it is removed."""
+    work = tempfile.mkdtemp(prefix="immutable-root-campaign-")
+    try:
+        yield work
+    finally:
+        ns.sh('for m in $(awk \'{print $5}\' /proc/self/mountinfo | grep "^%s" | sort -r); do '
+              'umount -l "$(printf "%%b" "$m")" || true; done' % work, check=False)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def odd_choice(choices: t.Sequence[str]) -> st.SearchStrategy[str]:
@@ -107,8 +114,8 @@ def odd_choice(choices: t.Sequence[str]) -> st.SearchStrategy[str]:
 
 # A member of a generated tree: a relative path, and what it is (file bytes, a symlink target, or a directory).
 member = st.tuples(st.lists(component, min_size=1, max_size=3).map("/".join),
-                   st.one_of(st.binary(max_size=64), st.tuples(st.just("link"), odd_text.map(lambda text: text.replace("\0", ""))),
-                             st.just("dir")))
+                   st.one_of(st.binary(max_size=64), st.just("dir"),
+                             st.tuples(st.just("link"), odd_text.map(lambda text: text.replace("\0", "")))))
 
 
 def plant(base: str, members: t.Sequence[tuple[str, t.Any]]) -> None:
@@ -134,8 +141,7 @@ SETTINGS = settings(max_examples=CAMPAIGN_EXAMPLES, phases=[Phase.explicit, Phas
 @given(data=st.data(), members=st.lists(member, max_size=6))
 def test_usrmerge_symlinks_campaign(plain_ns: MountNamespace, data: st.DataObject,
                                     members: list[tuple[str, t.Any]]) -> None:
-    work = tempfile.mkdtemp(prefix="immutable-root-campaign-")
-    try:
+    with scratch(plain_ns) as work:
         root = os.path.join(work, "root")
         for directory in ("bin", "sbin", "lib", "usr/bin", "usr/sbin", "usr/lib", "etc"):
             os.makedirs(os.path.join(root, directory))
@@ -149,16 +155,13 @@ def test_usrmerge_symlinks_campaign(plain_ns: MountNamespace, data: st.DataObjec
             "skip_flag": odd_choice(["remove", "keep", "honour"]),
         }))
         campaign(plain_ns, "usrmerge_symlinks", args, work)
-    finally:
-        cleanup(plain_ns, work)
 
 
 @SETTINGS
 @given(data=st.data(), members=st.lists(member, max_size=6))
 def test_sysext_build_campaign(plain_ns: MountNamespace, data: st.DataObject,
                                members: list[tuple[str, t.Any]]) -> None:
-    work = tempfile.mkdtemp(prefix="immutable-root-campaign-")
-    try:
+    with scratch(plain_ns) as work:
         root = str(make_root(pathlib.Path(work) / "root"))
         source = os.path.join(work, "source")
         os.makedirs(os.path.join(source, "usr/bin"))
@@ -179,16 +182,13 @@ def test_sysext_build_campaign(plain_ns: MountNamespace, data: st.DataObject,
                                        odd_text, max_size=3),
         }))
         campaign(plain_ns, "sysext_build", args, work)
-    finally:
-        cleanup(plain_ns, work)
 
 
 @SETTINGS
 @given(data=st.data(), names=st.lists(component, max_size=3),
        release=st.one_of(st.just(DEBIAN_12), odd_text.map(lambda text: "ID=debian\n" + text)))
 def test_sysext_merge_campaign(merge_ns: MountNamespace, data: st.DataObject, names: list[str], release: str) -> None:
-    work = tempfile.mkdtemp(prefix="immutable-root-campaign-")
-    try:
+    with scratch(merge_ns) as work:
         root = make_root(pathlib.Path(work) / "root")
         for name in names:
             make_extension(root / "var/lib/extensions" / name, name, release=release)
@@ -200,16 +200,13 @@ def test_sysext_merge_campaign(merge_ns: MountNamespace, data: st.DataObject, na
             "mutable": odd_choice(["yes", "no", "auto", "import", "ephemeral", "ephemeral-import"]),
         }))
         campaign(merge_ns, "sysext_merge", args, work)
-    finally:
-        cleanup(merge_ns, work)
 
 
 @SETTINGS
 @given(data=st.data(), members=st.lists(member, max_size=6))
 def test_immutability_facts_campaign(plain_ns: MountNamespace, data: st.DataObject,
                                      members: list[tuple[str, t.Any]]) -> None:
-    work = tempfile.mkdtemp(prefix="immutable-root-campaign-")
-    try:
+    with scratch(plain_ns) as work:
         root = os.path.join(work, "root")
         os.makedirs(os.path.join(root, "etc"))
         plant(root, members)
@@ -217,16 +214,13 @@ def test_immutability_facts_campaign(plain_ns: MountNamespace, data: st.DataObje
         args = data.draw(st.fixed_dictionaries({"root": st.just(root)}, optional={
             "btrfs_top": inside, "esp": inside, "probe_esp": st.booleans()}))
         campaign(plain_ns, "immutability_facts", args, work, read_only=True)
-    finally:
-        cleanup(plain_ns, work)
 
 
 @SETTINGS
 @given(data=st.data())
 def test_btrfs_generation_campaign(plain_ns: MountNamespace, data: st.DataObject) -> None:
     # The top is a plain directory (no btrfs): every state must refuse it clearly and touch nothing.
-    work = tempfile.mkdtemp(prefix="immutable-root-campaign-")
-    try:
+    with scratch(plain_ns) as work:
         root = os.path.join(work, "root")
         os.makedirs(os.path.join(root, "etc"))
         top = os.path.join(work, "top")
@@ -241,5 +235,3 @@ def test_btrfs_generation_campaign(plain_ns: MountNamespace, data: st.DataObject
             "tentative": st.booleans(), "fstab_template": odd_text,
         }))
         campaign(plain_ns, "btrfs_generation", args, work)
-    finally:
-        cleanup(plain_ns, work)

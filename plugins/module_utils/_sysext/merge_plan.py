@@ -146,7 +146,7 @@ def _check_required(request: MergeRequest, images: t.Sequence[ImageVerdict]) -> 
         elif not any(verdict.compatible for verdict in found):
             problems.append("; ".join(_describe(verdict) for verdict in found))
     if problems:
-        raise SysextError("required extensions would not be merged: " + "; ".join(problems))
+        raise SysextError("required: these extensions would not be merged: " + "; ".join(problems))
 
 
 def _plan_propagation(request: MergeRequest, states: t.Sequence[HierarchyState]) -> list[Action]:

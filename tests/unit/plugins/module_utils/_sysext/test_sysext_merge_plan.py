@@ -116,7 +116,7 @@ def test_required() -> None:
     with pytest.raises(SysextError) as raised:
         plan_sysext_merge(request(required=("a", "old", "hidden", "gone")), observed(images))
     assert raised.value.msg == (
-        "required extensions would not be merged: old (/srv/root/var/lib/extensions/old): is for OS version '11'; "
+        "required: these extensions would not be merged: old (/srv/root/var/lib/extensions/old): is for OS version '11'; "
         "hidden (/srv/root/var/lib/extensions/hidden): masked by /x; gone: not found in any search directory")
 
 
