@@ -237,3 +237,78 @@ def test_power_cut_at_each_kind_of_boundary_of_the_usr_merge(lab_factory: t.Call
         instance.down(lab.inst.name, lab.inst.state_dir.parent)
     print(counts.line("usrmerge_symlinks (cut at %d of %d boundaries: %s)" % (len(chosen), len(boundaries), chosen)))
     assert problems == [], "\n".join(problems)
+
+
+# --- sysext_merge and the arch_sysext pacman lock on the ext4 VM, the role converged ---------------------------------
+
+ARCH_SCENARIO = REPO / "molecule" / "arch_sysext"
+LOCK_UNIT = "/etc/systemd/system/var-lib-pacman.mount"
+# One line per fact: the extension visible in /usr, the lock's mount options, its unit's load state and enablement,
+# the options of every mount on /usr (the root and the overlay; "ro" when all are read-only).
+SYSEXT_STATE = ("echo merged=$(test -e /usr/lib/extension-release.d/extension-release.hello-sysext && echo yes || echo no);"
+                " echo lock=$(findmnt -n -o OPTIONS --mountpoint /var/lib/pacman | cut -d, -f1);"
+                " echo unit=$(test -e %s && systemctl show -P LoadState var-lib-pacman.mount || echo none);"
+                " echo enabled=$(systemctl is-enabled var-lib-pacman.mount 2>/dev/null || true);"
+                " echo usr=$(findmnt -n -o OPTIONS --target /usr | cut -d, -f1 | sort -u | paste -sd,);"
+                " echo system=$(systemctl is-system-running --wait || true)" % LOCK_UNIT)
+
+
+def sysext_state(lab: Lab) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in lab.sh(SYSEXT_STATE).splitlines())
+
+
+def lock_consistent(state: dict[str, str]) -> bool:
+    """Seed 000's hard block after a boot: with the lock's unit enabled, merged exactly when locked, and a unit
+    systemd can load; with no unit or one not enabled (a cut between writing and enabling it, or between disabling
+    and removing it: the boot sees the state before or after the operation), no lock at all. /usr is read-only
+    either way and the boot came up."""
+    if state["enabled"] == "enabled":
+        locked_right = state["unit"] == "loaded" and (state["merged"] == "yes") == (state["lock"] == "ro")
+    else:
+        locked_right = state["lock"] == ""
+    return locked_right and state["usr"] == "ro" and state["system"] in ("running", "degraded")
+
+
+def test_power_cut_at_every_boundary_of_the_merge_and_the_lock(lab_factory: t.Callable[[str, str], Lab]) -> None:
+    lab = lab_factory("pc-sysext", "ext4")
+    lab.play_ok(lab.playbook("converge", [{
+        "name": "converge", "hosts": "lab", "gather_facts": False,
+        "tasks": [
+            {"name": "pacman database", "ansible.builtin.command": {"cmd": "pacman -Q", "creates": "/var/lib/pacman/local"},
+             "register": "init", "failed_when": "init.rc not in [0, 1]"},
+            {"name": "role", "ansible.builtin.include_role": {"name": "immutable.root.arch_sysext"},
+             "vars": {"arch_sysext_extensions": [{"name": "hello-sysext",
+                                                  "pkgbuild": str(ARCH_SCENARIO / "files" / "hello-sysext")}]}}]}]))
+    converged = sysext_state(lab)
+    assert lock_consistent(converged) and converged["merged"] == "yes", converged
+    # Each operation in both directions; every cut starts from the state its direction leaves.
+    operations = {
+        "ro_bind lock": (lab.playbook("lock", module_play({"immutable.root.ro_bind": {
+            "path": "/var/lib/pacman", "persist": "systemd", "bound_to": "systemd-sysext.service",
+            "state": "{{ powercut_state }}"}})), ("absent", "present")),
+        "sysext_merge": (lab.playbook("merge", module_play({"immutable.root.sysext_merge": {
+            "state": "{{ powercut_state }}", "hierarchies": ["/usr"]}})), ("unmerged", "merged")),
+    }
+    counts = Counts()
+    problems: list[str] = []
+    for label, (playbook, states) in operations.items():
+        for start, goal in (states, states[::-1]):
+            lab.play_ok(playbook, {"powercut_state": start})
+            boundaries = lab.trace(playbook, {"powercut_state": goal})
+            counts.boundaries += len(boundaries)
+            for number, name in enumerate(boundaries, start=1):
+                where = "%s %s -> %s, boundary %d (%s)" % (label, start, goal, number, name)
+                lab.play_ok(playbook, {"powercut_state": start})
+                lab.cut(playbook, {"powercut_state": goal}, number, counts)
+                state = sysext_state(lab)
+                if lock_consistent(state):
+                    counts.invariants_held += 1
+                else:
+                    problems.append("%s: after the boot %s" % (where, state))
+                lab.play_ok(playbook, {"powercut_state": goal})
+                if "changed=0" in lab.play_ok(playbook, {"powercut_state": goal}):
+                    counts.reruns_converged += 1
+                else:
+                    problems.append("%s: the rerun did not converge" % where)
+    print(counts.line("sysext_merge and the arch_sysext lock"))
+    assert problems == [], "\n".join(problems)
