@@ -34,8 +34,10 @@ def names_a_parameter(message: str, parameters: t.Iterable[str]) -> bool:
                          message) for name in parameters)
 
 
-def verdict(check: Run, applied: Run, rerun: Run | None, parameters: t.Iterable[str], work: str) -> tuple[str, str]:
-    """(verdict, why) for check mode, the real run and (for an accepted input) a rerun.
+def verdict(check: Run, applied: Run, rerun: Run | None, parameters: t.Iterable[str], work: str,
+            always_changes: bool = False) -> tuple[str, str]:
+    """(verdict, why) for check mode, the real run and (for an accepted input) a rerun; always_changes: the input
+    asks for an action that reports a change each time (sysext_merge state=refreshed), so a rerun must only succeed.
 
     A refusal is clear when it names the parameter or the offending path (anything under the work directory)."""
     for run in (check, applied) + ((rerun,) if rerun else ()):
@@ -58,7 +60,8 @@ def verdict(check: Run, applied: Run, rerun: Run | None, parameters: t.Iterable[
     if bool(check.result.get("changed")) != bool(applied.result.get("changed")):
         return "wrong", "check mode predicted changed=%s, the run reported %s" % (
             check.result.get("changed"), applied.result.get("changed"))
-    if rerun is not None and rerun.result is not None and (rerun.result.get("failed") or rerun.result.get("changed")):
+    if rerun is not None and rerun.result is not None and (
+            rerun.result.get("failed") or (rerun.result.get("changed") and not always_changes)):
         return "wrong", "the rerun was not a no-op: %s" % rerun.result.get("msg", "changed")
     return "ok", ""
 

@@ -89,7 +89,7 @@ def campaign(ns: MountNamespace, module: str, args: dict[str, t.Any], work: str,
     applied = run(ns, module, args, work, check=False)
     accepted = applied.result is not None and not applied.result.get("failed")
     rerun = run(ns, module, args, work, check=False) if accepted else None
-    outcome, why = verdict(check, applied, rerun, OPTIONS[module], work)
+    outcome, why = verdict(check, applied, rerun, OPTIONS[module], work, always_changes=args.get("state") == "refreshed")
     if read_only and outcome == "ok" and applied.changed_something:
         outcome, why = "damage", "a read-only module changed the tree or the mounts"
     record(module, outcome)

@@ -147,8 +147,10 @@ class _Classifier:
             self.planned[dst] = replace(node, children=None)
             self.children(src, dst, node)
         elif node.kind == "link":
-            if meaning(src, node.target, self.mapping) == dst:
-                self.add("broken_symlink", src, dst, node)  # would point at itself once copied: dropped
+            # A link that would point at itself once copied (/sbin/x -> /usr/sbin/x) is dropped; one that already
+            # does (x -> x, a loop before the merge) is moved as it is, or the path would turn from a loop to missing.
+            if meaning(src, node.target, self.mapping) == dst and node.resolved != "loop":
+                self.add("broken_symlink", src, dst, node)
                 return
             self.add("move_symlink", src, dst, node, create="symlink")
             self.planned[dst] = node
