@@ -13,7 +13,6 @@ import os
 import pathlib
 import signal
 import subprocess
-import time
 import typing as t
 
 import pytest
@@ -22,6 +21,7 @@ from ansible_collections.immutable.root.plugins.module_utils._core.checkpoint im
 
 from support.modules import collections_path, direct_module
 from support.namespace import MountNamespace
+from support.wait import wait_for
 from support.usrmerge import module_argv, tree_manifest
 
 
@@ -176,6 +176,17 @@ def assert_merged(root: pathlib.Path, count: int) -> None:
     assert not [name for name in os.listdir(root) + os.listdir(root / "usr") if name.startswith(".usrmerge")]
 
 
+def root_descriptors(pid: int, root: pathlib.Path) -> int:
+    """How many descriptors process pid holds on the root directory itself."""
+    count = 0
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            count += os.readlink("/proc/%d/fd/%s" % (pid, fd)) == str(root)
+        except FileNotFoundError:
+            continue  # closed meanwhile
+    return count
+
+
 @pytest.mark.parametrize("step", ["usrmerge.planned", "usrmerge.staged", "usrmerge.exchanged /bin"])
 def test_a_second_run_waits_for_the_first_and_finds_the_work_done(ns: MountNamespace, tmp_path: pathlib.Path,
                                                                   step: str) -> None:
@@ -186,8 +197,13 @@ def test_a_second_run_waits_for_the_first_and_finds_the_work_done(ns: MountNames
     assert os.WIFSTOPPED(status), "the first run did not stop at %s" % step
     second = start(ns, {"root": str(root)}, tmp_path)
     checking = start(ns, {"root": str(root)}, tmp_path, check=True)
-    time.sleep(2)
+    # Each later run has reached the lock once it holds the root open (the lock is its first look at the root);
+    # then it must still be running, and holding the root only once (observing would open it again).
+    for process, _args in (second, checking):
+        wait_for(lambda: root_descriptors(process.pid, root) > 0 or process.poll() is not None,
+                 "run %d to reach the lock" % process.pid, timeout=120)
     assert second[0].poll() is None and checking[0].poll() is None, "a run did not wait for the first one"
+    assert root_descriptors(second[0].pid, root) == root_descriptors(checking[0].pid, root) == 1
     os.kill(first.pid, signal.SIGCONT)
     result = collect(first, first_args)
     assert not result.get("failed") and result["changed"] and result["verified"], result
