@@ -94,14 +94,13 @@ class Executor:
         if os.path.lexists(staging):
             self._delete_staging(staging)
         self.runner.run(["btrfs", "subvolume", "create", staging])
-        subvolid = self._subvolume_id(staging)
         origin = t.cast(str, step.source.path)
         try:
             # --reflink=auto: from a subvolume of the same filesystem the data is shared, not copied.
             self.runner.run(["cp", "-a", "--one-file-system", "--reflink=auto", "--", origin.rstrip("/") + "/.",
                              staging + "/"])
         except CommandError as exc:
-            self._discard_staging(staging, subvolid)
+            self._discard_staging(staging)
             raise CommandError("filling %s from %s failed, the partial copy was deleted: %s"
                                % (step.target, origin, exc.msg), cmd=exc.cmd, rc=exc.rc, stdout=exc.stdout,
                                stderr=exc.stderr)
@@ -144,13 +143,12 @@ class Executor:
         if os.path.lexists(staging):
             self._delete_staging(staging)
         self.runner.run(["btrfs", "subvolume", "create", staging])
-        subvolid = self._subvolume_id(staging)
         _boundary("staging_created")
         try:
             # GNU cp: -a keeps owners, modes, links, xattrs and ACLs; -x stays on the source's filesystem.
             self.runner.run(["cp", "-a", "--one-file-system", "--", source.rstrip("/") + "/.", staging + "/"])
         except CommandError as exc:
-            self._discard_staging(staging, subvolid)
+            self._discard_staging(staging)
             raise CommandError("copying %s into a new generation failed, the partial copy was deleted: %s"
                                % (source, exc.msg), cmd=exc.cmd, rc=exc.rc, stdout=exc.stdout, stderr=exc.stderr)
         _boundary("copied")
@@ -297,8 +295,12 @@ class Executor:
         self.runner.run(["btrfs", "subvolume", "delete", staging])
         self._wait_for_cleaner([subvolid])
 
-    def _discard_staging(self, staging: str, subvolid: int) -> None:
+    def _discard_staging(self, staging: str) -> None:
         """After a failed copy: delete the partial copy and wait for its space; errors here must not hide the
-        copy's own, so they are not raised (a leftover staging subvolume is deleted by the next run)."""
+        copy's own, so they are not raised (a leftover staging subvolume is deleted by the next run). The id is
+        read here, on the failure path only, so a copy that succeeds costs no extra process."""
+        rootid = self.runner.run(["btrfs", "inspect-internal", "rootid", staging], check=False)
         if self.runner.run(["btrfs", "subvolume", "delete", staging], check=False).rc == 0:
-            self._wait_for_cleaner([subvolid], check=False)
+            # Without its id, wait for every pending deletion: slower, never wrong.
+            ids = [int(rootid.stdout.strip())] if rootid.rc == 0 and rootid.stdout.strip().isdigit() else []
+            self._wait_for_cleaner(ids, check=False)
