@@ -11,7 +11,7 @@ import typing as t
 import pytest
 
 # Fixtures shared with tests/host.
-from support.fixtures import ns, root, sxns  # noqa: F401  pylint: disable=unused-import
+from support.fixtures import module_ns, module_sxns, ns, root, sxns  # noqa: F401  pylint: disable=unused-import
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

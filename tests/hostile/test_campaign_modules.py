@@ -17,12 +17,11 @@ import subprocess
 import tempfile
 import typing as t
 
-import pytest
 from hypothesis import Phase, given, settings, strategies as st
 
 from support.modules import direct_module
 from support.namespace import MountNamespace
-from support.sysext import DEBIAN_12, make_extension, make_root, sysext_namespace
+from support.sysext import DEBIAN_12, make_extension, make_root
 
 from campaign import CAMPAIGN_EXAMPLES, component, odd_text
 from outcomes import Run, record, verdict
@@ -38,24 +37,6 @@ OPTIONS = {
     "btrfs_generation": ("top", "state", "name", "from", "source", "slots", "keep", "pinned", "unhealthy", "commons",
                          "fill_commons", "tentative", "building", "boot_files", "fstab_template", "root"),
 }
-
-
-@pytest.fixture(scope="module")
-def plain_ns() -> t.Iterator[MountNamespace]:
-    namespace = MountNamespace()
-    try:
-        yield namespace
-    finally:
-        namespace.close()
-
-
-@pytest.fixture(scope="module")
-def merge_ns() -> t.Iterator[MountNamespace]:
-    namespace = sysext_namespace()
-    try:
-        yield namespace
-    finally:
-        namespace.close()
 
 
 def fingerprint(ns: MountNamespace, work: str) -> tuple[tuple[t.Any, ...], str]:
@@ -139,9 +120,9 @@ SETTINGS = settings(max_examples=CAMPAIGN_EXAMPLES, phases=[Phase.explicit, Phas
 
 @SETTINGS
 @given(data=st.data(), members=st.lists(member, max_size=6))
-def test_usrmerge_symlinks_campaign(plain_ns: MountNamespace, data: st.DataObject,
+def test_usrmerge_symlinks_campaign(module_ns: MountNamespace, data: st.DataObject,
                                     members: list[tuple[str, t.Any]]) -> None:
-    with scratch(plain_ns) as work:
+    with scratch(module_ns) as work:
         root = os.path.join(work, "root")
         for directory in ("bin", "sbin", "lib", "usr/bin", "usr/sbin", "usr/lib", "etc"):
             os.makedirs(os.path.join(root, directory))
@@ -154,14 +135,14 @@ def test_usrmerge_symlinks_campaign(plain_ns: MountNamespace, data: st.DataObjec
             "conflicts": odd_choice(["fail", "prefer_usr", "prefer_root"]),
             "skip_flag": odd_choice(["remove", "keep", "honour"]),
         }))
-        campaign(plain_ns, "usrmerge_symlinks", args, work)
+        campaign(module_ns, "usrmerge_symlinks", args, work)
 
 
 @SETTINGS
 @given(data=st.data(), members=st.lists(member, max_size=6))
-def test_sysext_build_campaign(plain_ns: MountNamespace, data: st.DataObject,
+def test_sysext_build_campaign(module_ns: MountNamespace, data: st.DataObject,
                                members: list[tuple[str, t.Any]]) -> None:
-    with scratch(plain_ns) as work:
+    with scratch(module_ns) as work:
         root = str(make_root(pathlib.Path(work) / "root"))
         source = os.path.join(work, "source")
         os.makedirs(os.path.join(source, "usr/bin"))
@@ -181,14 +162,14 @@ def test_sysext_build_campaign(plain_ns: MountNamespace, data: st.DataObject,
             "release": st.dictionaries(st.one_of(st.sampled_from(["ID", "VERSION_ID", "SYSEXT_LEVEL"]), odd_text),
                                        odd_text, max_size=3),
         }))
-        campaign(plain_ns, "sysext_build", args, work)
+        campaign(module_ns, "sysext_build", args, work)
 
 
 @SETTINGS
 @given(data=st.data(), names=st.lists(component, max_size=3),
        release=st.one_of(st.just(DEBIAN_12), odd_text.map(lambda text: "ID=debian\n" + text)))
-def test_sysext_merge_campaign(merge_ns: MountNamespace, data: st.DataObject, names: list[str], release: str) -> None:
-    with scratch(merge_ns) as work:
+def test_sysext_merge_campaign(module_sxns: MountNamespace, data: st.DataObject, names: list[str], release: str) -> None:
+    with scratch(module_sxns) as work:
         root = make_root(pathlib.Path(work) / "root")
         for name in names:
             make_extension(root / "var/lib/extensions" / name, name, release=release)
@@ -199,28 +180,28 @@ def test_sysext_merge_campaign(merge_ns: MountNamespace, data: st.DataObject, na
             "force": st.booleans(),
             "mutable": odd_choice(["yes", "no", "auto", "import", "ephemeral", "ephemeral-import"]),
         }))
-        campaign(merge_ns, "sysext_merge", args, work)
+        campaign(module_sxns, "sysext_merge", args, work)
 
 
 @SETTINGS
 @given(data=st.data(), members=st.lists(member, max_size=6))
-def test_immutability_facts_campaign(plain_ns: MountNamespace, data: st.DataObject,
+def test_immutability_facts_campaign(module_ns: MountNamespace, data: st.DataObject,
                                      members: list[tuple[str, t.Any]]) -> None:
-    with scratch(plain_ns) as work:
+    with scratch(module_ns) as work:
         root = os.path.join(work, "root")
         os.makedirs(os.path.join(root, "etc"))
         plant(root, members)
         inside = st.one_of(component, odd_text).map(lambda name: os.path.join(work, name.lstrip("/")))
         args = data.draw(st.fixed_dictionaries({"root": st.just(root)}, optional={
             "btrfs_top": inside, "esp": inside, "probe_esp": st.booleans()}))
-        campaign(plain_ns, "immutability_facts", args, work, read_only=True)
+        campaign(module_ns, "immutability_facts", args, work, read_only=True)
 
 
 @SETTINGS
 @given(data=st.data())
-def test_btrfs_generation_campaign(plain_ns: MountNamespace, data: st.DataObject) -> None:
+def test_btrfs_generation_campaign(module_ns: MountNamespace, data: st.DataObject) -> None:
     # The top is a plain directory (no btrfs): every state must refuse it clearly and touch nothing.
-    with scratch(plain_ns) as work:
+    with scratch(module_ns) as work:
         root = os.path.join(work, "root")
         os.makedirs(os.path.join(root, "etc"))
         top = os.path.join(work, "top")
@@ -234,4 +215,4 @@ def test_btrfs_generation_campaign(plain_ns: MountNamespace, data: st.DataObject
             "pinned": st.lists(name, max_size=2), "commons": st.lists(odd_text, max_size=2),
             "tentative": st.booleans(), "fstab_template": odd_text,
         }))
-        campaign(plain_ns, "btrfs_generation", args, work)
+        campaign(module_ns, "btrfs_generation", args, work)

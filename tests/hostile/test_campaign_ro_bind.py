@@ -11,7 +11,6 @@ import shutil
 import tempfile
 import typing as t
 
-import pytest
 from hypothesis import Phase, given, settings, strategies as st
 
 from support.modules import direct_module
@@ -19,15 +18,6 @@ from support.mounts import describe
 from support.namespace import MountNamespace
 
 from campaign import HOST_EXAMPLES, component, odd_text
-
-
-@pytest.fixture(scope="module")
-def module_ns() -> t.Iterator[MountNamespace]:
-    namespace = MountNamespace()
-    try:
-        yield namespace
-    finally:
-        namespace.close()
 
 
 def ro_bind(ns: MountNamespace, args: dict, check: bool = False) -> dict[str, t.Any]:

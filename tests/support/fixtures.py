@@ -14,23 +14,34 @@ from support.namespace import MountNamespace
 from support.sysext import make_root, sysext_namespace
 
 
-@pytest.fixture
-def ns() -> t.Iterator[MountNamespace]:
-    namespace = MountNamespace()
+def _held(namespace: MountNamespace) -> t.Iterator[MountNamespace]:
     try:
         yield namespace
     finally:
         namespace.close()
+
+
+@pytest.fixture
+def ns() -> t.Iterator[MountNamespace]:
+    yield from _held(MountNamespace())
 
 
 @pytest.fixture
 def sxns() -> t.Iterator[MountNamespace]:
     """A namespace where systemd-sysext --root merges become visible (shared /, shared tmpfs /run)."""
-    namespace = sysext_namespace()
-    try:
-        yield namespace
-    finally:
-        namespace.close()
+    yield from _held(sysext_namespace())
+
+
+@pytest.fixture(scope="module")
+def module_ns() -> t.Iterator[MountNamespace]:
+    """One private mount namespace for all the generated runs of a test module."""
+    yield from _held(MountNamespace())
+
+
+@pytest.fixture(scope="module")
+def module_sxns() -> t.Iterator[MountNamespace]:
+    """sxns, once for all the generated runs of a test module."""
+    yield from _held(sysext_namespace())
 
 
 @pytest.fixture
